@@ -1,0 +1,2 @@
+"""The lab: experiments on the insides of GPT-2-style transformers, without Streamlit."""
+__version__ = "0.1.0"

@@ -1,0 +1,155 @@
+"""Named hook points (TransformerLens names) on HF modules, and a capture context manager.
+
+    hook_embed                  input to block 0 = hidden_states[0]        [batch, pos, d_model]
+    blocks.{L}.hook_resid_post  output of block L (raw, no final norm)     [batch, pos, d_model]
+    blocks.{L}.hook_mlp_out     output of block L's MLP                    [batch, pos, d_model]
+    blocks.{L}.mlp.hook_post    MLP hidden neurons after the nonlinearity  [batch, pos, d_mlp]
+
+The model is shared by every browser session (one `st.cache_resource` copy) and a hook on a
+module fires on every thread's forward. So each hook remembers the thread that registered it
+and ignores the others: two sessions running at once never see each other's activations.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from lab.models import LabModel
+
+_PATTERN = re.compile(r"^blocks\.(\d+)\.(hook_resid_post|hook_mlp_out|mlp\.hook_post)$")
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    name: str
+    kind: str          # "embed", "resid_post", "mlp_out", "mlp_post"
+    layer: int         # block index; -1 for hook_embed (before block 0)
+
+
+def hook_names(lm: LabModel) -> list[str]:
+    """Every valid hook name of this model, in forward order."""
+    names = ["hook_embed"]
+    for layer in range(lm.n_layers):
+        names += [f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_out",
+                  f"blocks.{layer}.hook_resid_post"]
+    return names
+
+
+def parse_hook(lm: LabModel, name: str) -> HookPoint:
+    if name == "hook_embed":
+        return HookPoint(name, "embed", -1)
+    m = _PATTERN.match(name)
+    if not m:
+        raise ValueError(f"unknown hook point {name!r}; valid: hook_embed, blocks.L.hook_resid_post, "
+                         f"blocks.L.hook_mlp_out, blocks.L.mlp.hook_post with L in 0..{lm.n_layers - 1}")
+    layer = int(m.group(1))
+    if layer >= lm.n_layers:
+        raise ValueError(f"layer {layer} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
+    kind = {"hook_resid_post": "resid_post", "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_post"}
+    return HookPoint(name, kind[m.group(2)], layer)
+
+
+class _StopForward(Exception):
+    """Raised by the stop hook after the deepest requested block: no wasted blocks."""
+
+
+def _first(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def _register(lm: LabModel, point: HookPoint, store, tid: int):
+    model, arch = lm.model, lm.arch
+
+    def mine() -> bool:
+        return threading.get_ident() == tid
+
+    if point.kind == "embed":
+        def pre(module, args, kwargs):
+            if mine():
+                store(point.name, args[0] if args else kwargs["hidden_states"])
+        return arch.blocks_of(model)[0].register_forward_pre_hook(pre, with_kwargs=True)
+    if point.kind == "mlp_post":
+        def pre_post(module, args):
+            if mine():
+                store(point.name, args[0])
+        return arch.mlp_out_proj_of(model, point.layer).register_forward_pre_hook(pre_post)
+    module = (arch.mlp_of(model, point.layer) if point.kind == "mlp_out"
+              else arch.blocks_of(model)[point.layer])
+
+    def post(module, args, output):
+        if mine():
+            store(point.name, _first(output))
+    return module.register_forward_hook(post)
+
+
+def _register_stop(lm: LabModel, layer: int, tid: int):
+    def stop(*_):
+        if threading.get_ident() == tid:
+            raise _StopForward
+    if layer < 0:
+        return lm.arch.blocks_of(lm.model)[0].register_forward_pre_hook(stop)
+    return lm.arch.blocks_of(lm.model)[layer].register_forward_hook(stop)
+
+
+@contextmanager
+def capture(lm: LabModel, names: list[str], stop_early: bool = False,
+            detach: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield a dict that each forward run inside fills with {hook name: activation}.
+
+    A later forward overwrites an earlier one's entries. With `stop_early`, the forward
+    stops after the deepest requested block; run it with `forward(...)`, which expects that.
+    Every hook is removed on exit, also when the forward raises.
+    """
+    points = [parse_hook(lm, n) for n in names]
+    cache: dict[str, torch.Tensor] = {}
+    tid = threading.get_ident()
+
+    def store(name, value):
+        cache[name] = value.detach() if detach else value
+
+    handles = []
+    try:
+        with lm.lock:
+            handles = [_register(lm, p, store, tid) for p in points]
+            deepest = max(p.layer for p in points) if points else lm.n_layers - 1
+            if stop_early and deepest < lm.n_layers - 1:
+                handles.append(_register_stop(lm, deepest, tid))
+        yield cache
+    except _StopForward:
+        pass  # a bare model call inside the block was stopped on purpose
+    finally:
+        with lm.lock:
+            for h in handles:
+                h.remove()
+
+
+def forward(lm: LabModel, input_ids: torch.Tensor | None = None,
+            inputs_embeds: torch.Tensor | None = None,
+            attention_mask: torch.Tensor | None = None):
+    """Run the transformer body (no LM head: the experiments never need logits).
+
+    Returns the body's output, or None when a `capture(stop_early=True)` stopped it.
+    """
+    body = lm.arch.body_of(lm.model)
+    try:
+        return body(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                    attention_mask=attention_mask, use_cache=False)
+    except _StopForward:
+        return None
+
+
+def run_with_hooks(lm: LabModel, names: list[str], input_ids: torch.Tensor | None = None,
+                   inputs_embeds: torch.Tensor | None = None, stop_early: bool = True,
+                   detach: bool = False) -> dict[str, torch.Tensor]:
+    """One forward, returning the requested activations (stopping after the deepest)."""
+    with capture(lm, names, stop_early=stop_early, detach=detach) as cache:
+        forward(lm, input_ids=input_ids, inputs_embeds=inputs_embeds)
+    missing = [n for n in names if n not in cache]
+    if missing:
+        raise RuntimeError(f"hooks did not fire: {missing}")
+    return dict(cache)

@@ -1,0 +1,125 @@
+"""Shared fixtures: seeded RNGs, the tiny and the real model, AppTest and a live app server."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from lab.models import load_model
+    return load_model("tiny-gpt2", "cpu")
+
+
+@pytest.fixture(scope="session")
+def smol():
+    """SmolLM2-135M with real weights (first run converts the GGUF, ~30 s; then ~2 s)."""
+    from lab.models import load_model
+    return load_model("smollm2-135m", "cpu")
+
+
+def app_test(page: str | None = None, model: str = "tiny-gpt2", timeout: float = 120):
+    """AppTest of the whole app (frame + sidebar), switched to `page` (e.g. "pages/laminar.py")."""
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    at.session_state["model_name"] = model
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """`streamlit run app.py` on a free loopback port, with tiny-gpt2 as the default model."""
+    port = _free_port()
+    env = {**os.environ, "LAB_DEFAULT_MODEL": os.environ.get("LAB_BROWSER_MODEL", "tiny-gpt2")}
+    srv = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                            "--server.headless", "true", "--server.port", str(port),
+                            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        srv.terminate()
+        try:
+            srv.wait(10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def open_page(pg, url: str, settle: float = 120) -> None:
+    """Navigate and wait until Streamlit has finished running the script."""
+    pg.goto(url, timeout=60000)
+    pg.wait_for_selector("[data-testid='stSidebar']", timeout=60000)
+    wait_idle(pg, settle)
+
+
+def wait_idle(pg, settle: float = 120) -> None:
+    t0 = time.time()
+    time.sleep(0.5)
+    while time.time() - t0 < settle and pg.locator("[data-testid='stStatusWidget']").count():
+        time.sleep(0.3)
+    time.sleep(1.0)
+
+
+def screenshot(pg, name: str) -> Path:
+    out = ARTIFACTS / "screens"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    pg.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,143 @@
+import threading
+import time
+
+import pytest
+import torch
+
+from lab.hooks import capture, forward, hook_names, parse_hook, run_with_hooks
+
+TEXT = "The capital of France is Paris, and the capital of Hungary is Budapest."
+
+
+def _hook_ids(lm):
+    return {(name, kind, hid) for name, mod in lm.model.named_modules()
+            for kind, d in (("f", mod._forward_hooks), ("p", mod._forward_pre_hooks)) for hid in d}
+
+
+def _parity(lm):
+    ids = lm.tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        hs = lm.model(ids, output_hidden_states=True).hidden_states
+        names = ["hook_embed"] + [f"blocks.{L}.hook_resid_post" for L in range(lm.n_layers)]
+        got = run_with_hooks(lm, names, input_ids=ids, stop_early=False)
+        assert torch.equal(got["hook_embed"], hs[0])
+        for L in range(lm.n_layers - 1):
+            assert torch.equal(got[f"blocks.{L}.hook_resid_post"], hs[L + 1]), L
+        last = got[f"blocks.{lm.n_layers - 1}.hook_resid_post"]
+        assert not torch.allclose(last, hs[-1])  # HF's last entry has the final norm...
+        normed = lm.arch.final_norm_of(lm.model)(last)
+        torch.testing.assert_close(normed, hs[-1], rtol=0, atol=1e-6)  # ...ours is raw
+
+
+def test_parity_tiny(tiny):
+    _parity(tiny)
+
+
+def test_parity_smollm2(smol):
+    _parity(smol)
+
+
+@pytest.mark.parametrize("model", ["tiny", "smol"])
+def test_mlp_hooks_equal_module_outputs(model, request):
+    lm = request.getfixturevalue(model)
+    L = 1
+    ids = lm.tokenizer(TEXT, return_tensors="pt").input_ids
+    seen = {}
+    mlp = lm.arch.mlp_of(lm.model, L)
+    h1 = mlp.register_forward_hook(lambda m, a, o: seen.__setitem__("out", o))
+    h2 = lm.arch.mlp_out_proj_of(lm.model, L).register_forward_pre_hook(
+        lambda m, a: seen.__setitem__("post", a[0]))
+    try:
+        with torch.no_grad():
+            got = run_with_hooks(lm, [f"blocks.{L}.hook_mlp_out", f"blocks.{L}.mlp.hook_post"],
+                                 input_ids=ids)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert torch.equal(got[f"blocks.{L}.hook_mlp_out"], seen["out"])
+    assert torch.equal(got[f"blocks.{L}.mlp.hook_post"], seen["post"])
+    assert got[f"blocks.{L}.mlp.hook_post"].shape[-1] == lm.d_mlp
+    if lm.arch.family == "gpt2":  # hook_post is GELU(c_fc(ln_2(x))): check from scratch
+        block = lm.arch.blocks_of(lm.model)[L]
+        with torch.no_grad():
+            x = run_with_hooks(lm, [f"blocks.{L - 1}.hook_resid_post"], input_ids=ids)
+            resid = x[f"blocks.{L - 1}.hook_resid_post"]
+            mid = resid + block.attn(block.ln_1(resid))[0]
+            expect = block.mlp.act(block.mlp.c_fc(block.ln_2(mid)))
+        torch.testing.assert_close(got[f"blocks.{L}.mlp.hook_post"], expect, rtol=1e-5, atol=1e-5)
+
+
+def test_stopped_forward_equals_full(tiny, smol):
+    for lm in (tiny, smol):
+        ids = lm.tokenizer(TEXT, return_tensors="pt").input_ids
+        name = "blocks.1.hook_resid_post"
+        with torch.no_grad():
+            full = run_with_hooks(lm, [name], input_ids=ids, stop_early=False)[name]
+            calls = []
+            last = lm.arch.blocks_of(lm.model)[-1]
+            h = last.register_forward_hook(lambda *a: calls.append(1))
+            try:
+                stopped = run_with_hooks(lm, [name], input_ids=ids, stop_early=True)[name]
+            finally:
+                h.remove()
+        assert torch.equal(full, stopped)
+        assert calls == []  # the last block never ran
+
+
+def test_no_hooks_remain_also_after_exception(tiny):
+    before = _hook_ids(tiny)
+    ids = tiny.tokenizer(TEXT, return_tensors="pt").input_ids
+    with capture(tiny, hook_names(tiny)) as cache:
+        assert _hook_ids(tiny) != before
+        forward(tiny, input_ids=ids)
+    assert len(cache) == len(hook_names(tiny))
+    assert _hook_ids(tiny) == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture(tiny, ["blocks.0.hook_resid_post"], stop_early=True):
+            raise RuntimeError("boom")
+    assert _hook_ids(tiny) == before
+
+
+def test_bad_hook_names(tiny):
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        parse_hook(tiny, "blocks.3.hook_resid_post")
+    with pytest.raises(ValueError, match="valid"):
+        parse_hook(tiny, "blocks.0.attn.hook_z")
+
+
+def test_inputs_embeds_and_gradients_flow(tiny):
+    x = torch.randn(2, 5, tiny.d_model, requires_grad=True)
+    out = run_with_hooks(tiny, ["blocks.1.hook_resid_post"], inputs_embeds=x)
+    out["blocks.1.hook_resid_post"][..., 3].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_two_threads_never_see_each_others_activations(smol):
+    """Two sessions share one cached model; each capture must hold only its own forward."""
+    texts = {0: "Pálinka is a fruit brandy from Hungary. " * 6,
+             1: "Light-emitting diodes turn current into light. " * 6}
+    name = "blocks.5.hook_resid_post"
+    with torch.no_grad():
+        expected = {i: run_with_hooks(smol, [name], input_ids=smol.tokenizer(t, return_tensors="pt").input_ids)[name]
+                    for i, t in texts.items()}
+    errors, barrier = [], threading.Barrier(2)
+
+    def worker(i):
+        ids = smol.tokenizer(texts[i], return_tensors="pt").input_ids
+        try:
+            barrier.wait()
+            for _ in range(8):
+                with torch.no_grad(), capture(smol, [name], stop_early=True) as cache:
+                    forward(smol, input_ids=ids)
+                    time.sleep(0.02)  # keep the hooks live while the other thread runs
+                if not torch.equal(cache[name], expected[i]):
+                    errors.append(f"thread {i} saw foreign activations")
+        except Exception as e:  # surface any failure from the thread
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
