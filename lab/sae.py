@@ -1,0 +1,405 @@
+"""Sparse autoencoders on activations: Top-K or ReLU + L1, tied or untied, fast on a CPU.
+
+    x  [n, d_in]       activations (e.g. `blocks.L.hook_mlp_out`)
+    z  [n, n_latents]  the sparse code: encode(x) = act(W_enc (x/scale - b_dec) + b_enc)
+    x' [n, d_in]       decode(z) = (z W_dec + b_dec) * scale
+
+Weights are stored [n_latents, d_in]: row i is what latent i reads (encoder) and writes
+(decoder). With `tied` the decoder IS the encoder's transpose: one parameter, not a copy.
+`b_dec` is subtracted before encoding (pre-encoder centring, as in Top-K SAEs).
+`scale` is a scalar fixed from the training data so that the inputs have unit mean variance
+per dimension: the L1 weight and the latent values then mean the same on every layer.
+
+Speed: a training step runs one dense matmul without autograd to find the active latents,
+then recomputes only those (`F.embedding` of their encoder rows) and decodes them with
+`F.embedding_bag` with per-sample weights; the gradients equal dense autograd (tests check
+this), because an inactive latent contributes no gradient anyway. The ReLU + L1 code uses
+the same sparse step once it has gone sparse (after a few epochs), dense steps before.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("topk", "relu")
+SITES = {"mlp_out": "blocks.{layer}.hook_mlp_out", "mlp_post": "blocks.{layer}.mlp.hook_post"}
+# A ReLU code takes the sparse step while its busiest row uses at most this fraction of the
+# latents; above it a dense step is cheaper than gathering that many rows.
+SPARSE_CUTOFF = 0.25
+_EVAL_CHUNK = 2048   # rows per chunk when encoding many rows without autograd
+
+
+# ---------------------------------------------------------------- config
+
+@dataclass(frozen=True)
+class SAEConfig:
+    n_latents: int | None = None   # dictionary size; None -> 8 * d_in (the seed's ~6000 for 768)
+    k: int = 32                    # active latents per token (Top-K only)
+    tied: bool = True              # decoder = encoder transposed: one parameter, not a copy
+    activation: str = "topk"       # "topk" (ReLU, then keep the k largest) | "relu" (ReLU + L1)
+    l1: float = 1e-3               # weight of the L1 penalty on the code (relu only)
+    epochs: int = 100              # passes over the training rows
+    lr: float = 1e-4               # Adam learning rate
+    batch_size: int = 256          # rows per optimizer step
+    seed: int = 0                  # seeds the init, the train/val split and the shuffling
+    val_fraction: float = 0.1      # fraction of rows held out for the validation curve
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.n_latents is not None and self.n_latents < 1:
+            raise ValueError(f"n_latents must be at least 1, got {self.n_latents}")
+        if self.activation == "topk":
+            if self.k <= 0:
+                raise ValueError(f"k must be at least 1, got {self.k}")
+            if self.n_latents is not None and self.k > self.n_latents:
+                raise ValueError(f"k ({self.k}) cannot exceed the number of latents ({self.n_latents})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite positive number, got {self.lr}")
+        if not (math.isfinite(self.l1) and self.l1 >= 0):
+            raise ValueError(f"l1 must be a finite number >= 0, got {self.l1}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def latents_for(self, d_in: int) -> int:
+        """The dictionary size for inputs `d_in` wide (checks k against it)."""
+        n = self.n_latents if self.n_latents is not None else 8 * d_in
+        if self.activation == "topk" and self.k > n:
+            raise ValueError(f"k ({self.k}) cannot exceed the number of latents ({n})")
+        return n
+
+
+# ---------------------------------------------------------------- the model
+
+class SparseAutoencoder(nn.Module):
+    def __init__(self, d_in: int, n_latents: int, k: int = 32, activation: str = "topk",
+                 tied: bool = True):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if d_in < 1 or n_latents < 1:
+            raise ValueError(f"d_in and n_latents must be >= 1, got {d_in}, {n_latents}")
+        if activation == "topk" and not 1 <= k <= n_latents:
+            raise ValueError(f"k must be in 1..{n_latents}, got {k}")
+        self.d_in, self.n_latents, self.k = d_in, n_latents, k
+        self.activation, self.tied = activation, tied
+        self.W_enc = nn.Parameter(torch.empty(n_latents, d_in))        # [latents, d_in]
+        if tied:
+            self.register_parameter("W_dec", None)
+        else:
+            self.W_dec = nn.Parameter(torch.empty(n_latents, d_in))    # [latents, d_in]
+        self.b_enc = nn.Parameter(torch.zeros(n_latents))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("scale", torch.ones(()))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Unit-norm random atoms; an untied encoder starts as the decoder's transpose."""
+        with torch.no_grad():
+            w = torch.randn(self.n_latents, self.d_in, generator=generator)
+            w /= w.norm(dim=1, keepdim=True)
+            self.W_enc.copy_(w)
+            if not self.tied:
+                self.W_dec.copy_(w)
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:
+        """[latents, d_in]: row i is latent i's atom (the encoder weight itself when tied)."""
+        return self.W_enc if self.tied else self.W_dec
+
+    def config_dict(self) -> dict:
+        return {"d_in": self.d_in, "n_latents": self.n_latents, "k": self.k,
+                "activation": self.activation, "tied": self.tied}
+
+    # --- dense reference path (any shape [..., d_in]) ---
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x / self.scale - self.b_dec, self.W_enc, self.b_enc)
+
+    def _activate(self, pre: torch.Tensor) -> torch.Tensor:
+        z = F.relu(pre)
+        if self.activation == "topk":
+            vals, idx = z.topk(self.k, dim=-1)
+            z = torch.zeros_like(z).scatter(-1, idx, vals)
+        return z
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., d_in] -> [..., n_latents], in units of the normalized input."""
+        return self._activate(self.pre_acts(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., n_latents] -> [..., d_in], in the input's own units."""
+        return (z @ self.decoder_weight + self.b_dec) * self.scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction [..., d_in], code [..., n_latents])."""
+        z = self.encode(x)
+        return self.decode(z), z
+
+    # --- sparse path on normalized rows xs [B, d_in] ---
+    def active_indices(self, xs: torch.Tensor) -> torch.Tensor | None:
+        """[B, m] latents that may be non-zero in each row (no autograd), or None when the
+        ReLU code is too dense for the sparse step to pay off."""
+        with torch.no_grad():
+            pre = F.linear(xs - self.b_dec, self.W_enc, self.b_enc)
+            if self.activation == "topk":
+                return pre.topk(self.k, dim=1).indices
+            m = int((pre > 0).sum(1).max()) if pre.numel() else 0
+            if m > SPARSE_CUTOFF * self.n_latents:
+                return None
+            return pre.topk(max(m, 1), dim=1).indices
+
+    def sparse_forward(self, xs: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized rows xs [B, d_in] and their active latents idx [B, m] ->
+        (normalized reconstruction [B, d_in], code values [B, m]); differentiable."""
+        xc = xs - self.b_dec                                            # [B, d]
+        rows = F.embedding(idx, self.W_enc)                             # [B, m, d]
+        pre = torch.einsum("bmd,bd->bm", rows, xc) + self.b_enc[idx]    # [B, m]
+        vals = F.relu(pre)
+        recon = F.embedding_bag(idx, self.decoder_weight, per_sample_weights=vals,
+                                mode="sum") + self.b_dec
+        return recon, vals
+
+    # --- persistence ---
+    def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
+        """`sae.safetensors` (weights + scale) and `config.json` in `folder`."""
+        from safetensors.torch import save_file
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(tensors, str(folder / "sae.safetensors"))
+        cfg = {**self.config_dict(), "metadata": metadata or {}}
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SparseAutoencoder":
+        from safetensors.torch import load_file
+        folder = Path(folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg.pop("metadata", None)
+        sae = cls(**cfg)
+        sae.load_state_dict(load_file(str(folder / "sae.safetensors")))
+        return sae
+
+
+def init_sae(acts: torch.Tensor, cfg: SAEConfig) -> SparseAutoencoder:
+    """A fresh SAE for `acts` [n, d_in]: seeded atoms, scale and b_dec from the data."""
+    acts = _as_rows(acts)
+    d_in = acts.shape[1]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sae = SparseAutoencoder(d_in, cfg.latents_for(d_in), cfg.k, cfg.activation, cfg.tied)
+    sae.reset_parameters(gen)
+    with torch.no_grad():
+        sae.scale.fill_(_rms_deviation(acts).clamp_min(1e-8))
+        sae.b_dec.copy_(acts.mean(0) / sae.scale)
+    return sae
+
+
+# ---------------------------------------------------------------- training
+
+def loss_terms(sae: SparseAutoencoder, xs: torch.Tensor, recon: torch.Tensor,
+               vals: torch.Tensor, l1: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, mse) on normalized rows: mean squared error per element (+ L1 on the code
+    per row, relu only). vals holds the code's non-zeros or the whole dense code."""
+    mse = (recon - xs).pow(2).mean()
+    if sae.activation == "relu" and l1 > 0:
+        return mse + l1 * vals.sum(-1).mean(), mse
+    return mse, mse
+
+
+def dense_forward(sae: SparseAutoencoder, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain autograd on normalized rows: (reconstruction [B, d], dense code [B, latents])."""
+    z = sae._activate(F.linear(xs - sae.b_dec, sae.W_enc, sae.b_enc))
+    return z @ sae.decoder_weight + sae.b_dec, z
+
+
+@dataclass
+class _Tally:
+    """Sums over one epoch's batches of one split."""
+    n_latents: int
+    rows: int = 0
+    loss: float = 0.0
+    mse: float = 0.0
+    l0: float = 0.0
+    fired: torch.Tensor = field(default=None)
+
+    def __post_init__(self):
+        self.fired = torch.zeros(self.n_latents, dtype=torch.bool)
+
+    def add(self, loss: float, mse: float, vals: torch.Tensor, idx: torch.Tensor | None) -> None:
+        b = vals.shape[0]
+        self.rows += b
+        self.loss += loss * b
+        self.mse += mse * b
+        on = vals > 0
+        self.l0 += float(on.sum())
+        if idx is None:
+            self.fired |= on.any(0)
+        else:
+            self.fired[idx[on]] = True
+
+    def metrics(self, scale2: float, variance: float) -> dict:
+        mse = self.mse / max(self.rows, 1) * scale2          # back in the input's units
+        return {"loss": self.loss / max(self.rows, 1), "mse": mse,
+                "nmse": mse / max(variance, 1e-30), "l0": self.l0 / max(self.rows, 1),
+                "dead_fraction": 1.0 - float(self.fired.float().mean())}
+
+
+def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
+          cfg: SAEConfig, tally: _Tally) -> None:
+    idx = sae.active_indices(xs)
+    if idx is None:
+        recon, vals = dense_forward(sae, xs)
+    else:
+        recon, vals = sae.sparse_forward(xs, idx)
+    loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if not sae.tied:
+        _normalize_rows(sae.W_dec)   # unit atoms: the L1 cannot shrink z by growing atoms
+    tally.add(float(loss), float(mse), vals.detach(), idx)
+
+
+@torch.no_grad()
+def _evaluate(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig) -> _Tally:
+    tally = _Tally(sae.n_latents)
+    for chunk in xs.split(_EVAL_CHUNK):
+        idx = sae.active_indices(chunk)
+        recon, vals = dense_forward(sae, chunk) if idx is None else sae.sparse_forward(chunk, idx)
+        loss, mse = loss_terms(sae, chunk, recon, vals, cfg.l1)
+        tally.add(float(loss), float(mse), vals, idx)
+    return tally
+
+
+def split_rows(n: int, cfg: SAEConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, val) row indices; val has at least one row when asked for and n >= 2."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    n_val = int(round(n * cfg.val_fraction))
+    if cfg.val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return perm[n_val:], perm[:n_val]
+
+
+def train_sae(acts: torch.Tensor, cfg: SAEConfig, on_epoch: Callable[[dict], None] | None = None,
+              sae: SparseAutoencoder | None = None) -> tuple[SparseAutoencoder, pd.DataFrame]:
+    """Train an SAE on `acts` [n_tokens, d_in] (float32).
+
+    `on_epoch(row)` is called after each epoch with that epoch's metrics (train and `val_`
+    prefixed, plus epoch, epochs, seconds). Pass `sae` (from `init_sae`) to keep a handle on
+    the model while it trains: a caller that is interrupted still has the model so far.
+    Returns (sae, history): one row per (epoch, split) with loss, mse, nmse, l0, dead_fraction.
+    """
+    acts = _as_rows(acts)
+    if acts.shape[0] < 2:
+        raise ValueError(f"need at least 2 rows of activations to train, got {acts.shape[0]}")
+    sae = sae if sae is not None else init_sae(acts, cfg)
+    train_idx, val_idx = split_rows(acts.shape[0], cfg)
+    xs_all = acts / sae.scale
+    train, val = xs_all[train_idx], xs_all[val_idx]
+    var_train, var_val = _variance(acts[train_idx]), _variance(acts[val_idx])
+    scale2 = float(sae.scale) ** 2
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    rows, t0 = [], time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        tally = _Tally(sae.n_latents)
+        order = torch.randperm(train.shape[0], generator=gen)
+        for batch in order.split(cfg.batch_size):
+            _step(sae, opt, train[batch], cfg, tally)
+        row = {"epoch": epoch, "epochs": cfg.epochs, **tally.metrics(scale2, var_train)}
+        if val.shape[0]:
+            vm = _evaluate(sae, val, cfg).metrics(scale2, var_val)
+            row.update({f"val_{k}": v for k, v in vm.items()})
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+    return sae, history_frame(rows)
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    """`on_epoch` rows -> tidy history: one row per (epoch, split)."""
+    metrics = ["loss", "mse", "nmse", "l0", "dead_fraction"]
+    out = []
+    for r in rows:
+        out.append({"epoch": r["epoch"], "split": "train", **{m: r[m] for m in metrics}})
+        if f"val_{metrics[0]}" in r:
+            out.append({"epoch": r["epoch"], "split": "val", **{m: r[f"val_{m}"] for m in metrics}})
+    return pd.DataFrame(out, columns=["epoch", "split", *metrics])
+
+
+# ---------------------------------------------------------------- latent statistics
+
+@torch.no_grad()
+def encode_rows(sae: SparseAutoencoder, acts: torch.Tensor) -> torch.Tensor:
+    """Dense code [n, latents] of raw activations, in chunks (no autograd)."""
+    acts = _as_rows(acts)
+    return torch.cat([sae.encode(c) for c in acts.split(_EVAL_CHUNK)]) if len(acts) else \
+        torch.zeros(0, sae.n_latents)
+
+
+@torch.no_grad()
+def latent_stats(sae: SparseAutoencoder, acts: torch.Tensor) -> pd.DataFrame:
+    """One row per latent: density (fraction of tokens where it is > 0), max and mean
+    activation (mean over all tokens; mean_active over the tokens where it fires), and
+    its class: dead (never active), always-on (active on every token), selective."""
+    acts = _as_rows(acts)
+    count = torch.zeros(sae.n_latents)
+    total = torch.zeros(sae.n_latents)
+    peak = torch.zeros(sae.n_latents)
+    for chunk in acts.split(_EVAL_CHUNK):
+        z = sae.encode(chunk)
+        count += (z > 0).sum(0)
+        total += z.sum(0)
+        peak = torch.maximum(peak, z.max(0).values)
+    n = max(acts.shape[0], 1)
+    density = count / n
+    cls = ["dead" if c == 0 else "always-on" if c == n else "selective" for c in count.tolist()]
+    return pd.DataFrame({"latent": range(sae.n_latents), "density": density.numpy(),
+                         "max": peak.numpy(), "mean": (total / n).numpy(),
+                         "mean_active": (total / count.clamp_min(1)).numpy(), "cls": cls})
+
+
+def class_counts(stats: pd.DataFrame) -> dict[str, int]:
+    """{dead, always-on, selective: number of latents}."""
+    counts = stats["cls"].value_counts()
+    return {c: int(counts.get(c, 0)) for c in ("dead", "always-on", "selective")}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _as_rows(acts: torch.Tensor) -> torch.Tensor:
+    acts = torch.as_tensor(acts).detach().float().cpu()
+    if acts.ndim != 2:
+        raise ValueError(f"activations must be a 2-D [tokens, d_in] tensor, got shape {tuple(acts.shape)}")
+    if not torch.isfinite(acts).all():
+        raise ValueError("activations contain NaN or infinite values")
+    return acts
+
+
+def _variance(x: torch.Tensor) -> float:
+    """Mean over dimensions of the per-dimension variance (the nMSE denominator)."""
+    return float(x.var(0, unbiased=False).mean()) if x.shape[0] else float("nan")
+
+
+def _rms_deviation(x: torch.Tensor) -> torch.Tensor:
+    return x.var(0, unbiased=False).mean().sqrt()
+
+
+@torch.no_grad()
+def _normalize_rows(w: torch.Tensor) -> None:
+    w /= w.norm(dim=1, keepdim=True).clamp_min(1e-8)
