@@ -1,8 +1,6 @@
 """The lab's frame: page config, the shared sidebar, navigation. Pages live in pages/."""
 import streamlit as st
 
-from ui.common import sidebar
-
 st.set_page_config(page_title="GPT-2 interpretability lab", page_icon=":material/biotech:",
                    layout="wide")
 
@@ -15,6 +13,9 @@ PAGES = [
     st.Page("pages/laminar.py", title="Laminar profile", icon=":material/layers:"),
 ]
 
-nav = st.navigation(PAGES)
+nav = st.navigation(PAGES)  # before the heavy imports below, so the menu appears at once
+
+from ui.common import sidebar  # noqa: E402  (imports torch: seconds on the first run)
+
 sidebar()
 nav.run()
