@@ -1,0 +1,112 @@
+"""Altair charts for activation maximization and its reproducibility (pure functions).
+
+Each builder takes tidy frames from `lab.actmax` and returns an `alt.Chart`; the pages add
+one sentence on what to look for.
+"""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+MAX_POINTS_PER_LINE = 200   # thin long histories: a live chart is re-sent on every redraw
+
+
+def thin(history: pd.DataFrame, max_points: int = MAX_POINTS_PER_LINE) -> pd.DataFrame:
+    """Keep at most ~max_points steps per restart (evenly spaced, always the last one)."""
+    steps = history.step.unique()
+    if len(steps) <= max_points:
+        return history
+    every = -(-len(steps) // max_points)
+    keep = set(steps[::every]) | {steps.max()}
+    return history[history.step.isin(keep)]
+
+
+def _long(history: pd.DataFrame, dim: int) -> pd.DataFrame:
+    """history -> step, restart, series, activation (target and neighbours as rows)."""
+    h = thin(history)
+    target_name, nb_name = f"dim {dim} (target)", "neighbouring dims (mean)"
+    out = h.melt(id_vars=["step", "restart"], value_vars=["target", "neighbours"],
+                 var_name="series", value_name="activation")
+    out["series"] = out.series.map({"target": target_name, "neighbours": nb_name})
+    return out.dropna(subset=["activation"])
+
+
+def activation_curves(history: pd.DataFrame, dim: int, steps: int | None = None) -> alt.Chart:
+    """Target dim and its neighbours' mean against Adam step; one line per restart.
+
+    `steps` fixes the x range (the whole run), so a live chart does not rescale as it grows.
+    """
+    data = _long(history, dim)
+    x_scale = alt.Scale(domain=[0, steps]) if steps else alt.Undefined
+    return alt.Chart(data).mark_line(strokeWidth=1.5).encode(
+        x=alt.X("step:Q", title="Adam step (updates applied)", scale=x_scale),
+        y=alt.Y("activation:Q", title="activation (residual-stream units)"),
+        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top")),
+        detail="restart:N",
+        tooltip=["step", "restart", "series", alt.Tooltip("activation:Q", format=".3f")],
+    ).properties(height=320)
+
+
+def restart_curves(history: pd.DataFrame, dim: int, steps: int | None = None) -> alt.Chart:
+    """The target dim of every restart in its own colour; neighbours' means in grey."""
+    data = _long(history, dim)
+    x_scale = alt.Scale(domain=[0, steps]) if steps else alt.Undefined
+    base = alt.Chart(data).encode(
+        x=alt.X("step:Q", title="Adam step (updates applied)", scale=x_scale),
+        y=alt.Y("activation:Q", title="activation (residual-stream units)"),
+        tooltip=["step", "restart", "series", alt.Tooltip("activation:Q", format=".3f")])
+    target = base.transform_filter(alt.datum.series != "neighbouring dims (mean)").mark_line(
+        strokeWidth=1.5).encode(color=alt.Color("restart:N", title="restart",
+                                                legend=alt.Legend(orient="right")))
+    neigh = base.transform_filter(alt.datum.series == "neighbouring dims (mean)").mark_line(
+        strokeWidth=1, strokeDash=[4, 3], color="#999999").encode(detail="restart:N")
+    return (neigh + target).properties(height=320)
+
+
+def gap_chart(gap_frame: pd.DataFrame, dim: int) -> alt.Chart:
+    """Dot plot on a symlog axis: optimum vs nearest real tokens vs random real tokens."""
+    order = ["optimized embeddings", "nearest tokens", "random tokens"]
+    return alt.Chart(gap_frame).mark_circle(size=70, opacity=0.6).encode(
+        x=alt.X("activation:Q", title=f"activation of dim {dim} (residual units, symlog scale)",
+                scale=alt.Scale(type="symlog")),
+        y=alt.Y("source:N", title=None, sort=order),
+        color=alt.Color("source:N", sort=order, legend=None),
+        tooltip=["source", "item", alt.Tooltip("activation:Q", format=".3f")],
+    ).properties(height=170)
+
+
+def unique_chart(summary: pd.DataFrame) -> alt.Chart:
+    """Unique decoded tokens: optimized restarts vs the null control (out of `decoded`)."""
+    total = int(summary.decoded.max())
+    bars = alt.Chart(summary).mark_bar(size=40).encode(
+        x=alt.X("vectors:N", title=None, sort=["optimized", "null control"],
+                axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("unique:Q", title=f"unique nearest tokens (of {total} decoded)",
+                scale=alt.Scale(domain=[0, total])),
+        color=alt.Color("vectors:N", legend=None),
+        tooltip=["vectors", "unique", "decoded", "most_common_count"])
+    rule = alt.Chart(pd.DataFrame({"y": [total]})).mark_rule(strokeDash=[4, 3]).encode(y="y:Q")
+    return (bars + rule).properties(height=260)
+
+
+def frequency_chart(freq: pd.DataFrame, top: int = 20) -> alt.Chart:
+    """How often each decoded token occurs (most common first)."""
+    data = freq.head(top).assign(label=lambda d: d.token.map(repr) + " #" + d.token_id.astype(str))
+    return alt.Chart(data).mark_bar().encode(
+        x=alt.X("count:Q", title="occurrences (restarts x positions)", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("label:N", title="decoded token", sort="-x"),
+        tooltip=["token", "token_id", "count", alt.Tooltip("frequency:Q", format=".0%")],
+    ).properties(height=max(120, 18 * len(data)))
+
+
+def matrix_chart(pairs: pd.DataFrame, value: str, title: str) -> alt.Chart:
+    """Heatmap of a restart x restart matrix (`value` = "jaccard" or "cosine")."""
+    base = alt.Chart(pairs).encode(
+        x=alt.X("restart_b:O", title="restart"), y=alt.Y("restart_a:O", title="restart"))
+    rect = base.mark_rect().encode(
+        color=alt.Color(f"{value}:Q", title=title, scale=alt.Scale(domain=[0, 1], scheme="blues")),
+        tooltip=["restart_a", "restart_b", alt.Tooltip(f"{value}:Q", format=".2f")])
+    text = base.mark_text(fontSize=10).encode(
+        text=alt.Text(f"{value}:Q", format=".2f"),
+        color=alt.condition(alt.datum[value] > 0.6, alt.value("white"), alt.value("black")))
+    return (rect + text).properties(height=300, width=320)
