@@ -149,28 +149,27 @@ class SparseAutoencoder(nn.Module):
         return self.decode(z), z
 
     # --- sparse path on normalized rows xs [B, d_in] ---
-    def active_indices(self, xs: torch.Tensor) -> torch.Tensor | None:
-        """[B, m] latents that may be non-zero in each row (no autograd), or None when the
-        ReLU code is too dense for the sparse step to pay off."""
+    def active_code(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(idx [B, m], pre [B, m]): the latents that may be non-zero in each row and their
+        pre-activations, from one dense matmul without autograd; None when a ReLU code is
+        too dense for the sparse step to pay off."""
         with torch.no_grad():
-            pre = F.linear(xs - self.b_dec, self.W_enc, self.b_enc)
+            pre = F.linear(xs - self.b_dec, self.W_enc, self.b_enc)     # [B, latents]
             if self.activation == "topk":
-                return pre.topk(self.k, dim=1).indices
-            m = int((pre > 0).sum(1).max()) if pre.numel() else 0
-            if m > SPARSE_CUTOFF * self.n_latents:
-                return None
-            return pre.topk(max(m, 1), dim=1).indices
+                m = self.k
+            else:
+                m = int((pre > 0).sum(1).max()) if pre.numel() else 0
+                if m > SPARSE_CUTOFF * self.n_latents:
+                    return None
+            vals, idx = pre.topk(max(m, 1), dim=1, sorted=False)
+            return idx, vals
 
-    def sparse_forward(self, xs: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized rows xs [B, d_in] and their active latents idx [B, m] ->
-        (normalized reconstruction [B, d_in], code values [B, m]); differentiable."""
-        xc = xs - self.b_dec                                            # [B, d]
-        rows = F.embedding(idx, self.W_enc)                             # [B, m, d]
-        pre = torch.einsum("bmd,bd->bm", rows, xc) + self.b_enc[idx]    # [B, m]
-        vals = F.relu(pre)
-        recon = F.embedding_bag(idx, self.decoder_weight, per_sample_weights=vals,
-                                mode="sum") + self.b_dec
-        return recon, vals
+    def sparse_forward(self, xs: torch.Tensor, idx: torch.Tensor,
+                       pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized rows xs [B, d_in], their active latents idx [B, m] and pre-activations
+        pre [B, m] (from `active_code`) -> (normalized reconstruction [B, d_in], code values
+        [B, m]). Differentiable in the weights and biases, with dense autograd's gradients."""
+        return _SparseCode.apply(xs, self.b_dec, self.W_enc, self.b_enc, self.W_dec, idx, pre)
 
     # --- persistence ---
     def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
@@ -195,6 +194,47 @@ class SparseAutoencoder(nn.Module):
         return sae
 
 
+class _SparseCode(torch.autograd.Function):
+    """ReLU code on the active latents and its decoding, with a hand-written backward that
+    touches only the active rows: gradients equal dense autograd (an inactive latent has zero
+    gradient there too), at the cost of a few [B, m, d_in] gathers instead of two more
+    [B, latents] x [latents, d_in] matmuls."""
+
+    @staticmethod
+    def forward(ctx, xs, b_dec, W_enc, b_enc, W_dec, idx, pre):
+        vals = F.relu(pre)                                               # [B, m]
+        w_dec = W_enc if W_dec is None else W_dec
+        recon = F.embedding_bag(idx, w_dec, per_sample_weights=vals, mode="sum") + b_dec
+        ctx.save_for_backward(xs, b_dec, W_enc, W_dec, idx, vals)
+        return recon, vals
+
+    @staticmethod
+    def backward(ctx, g, g_vals):                     # g [B, d], g_vals [B, m] or None
+        xs, b_dec, W_enc, W_dec, idx, vals = ctx.saved_tensors
+        tied = W_dec is None
+        w_dec = W_enc if tied else W_dec
+        flat, d = idx.reshape(-1), W_enc.shape[1]
+        g_code = torch.bmm(F.embedding(idx, w_dec), g.unsqueeze(2)).squeeze(2)   # [B, m]
+        if g_vals is not None:
+            g_code = g_code + g_vals
+        g_pre = g_code * (vals > 0)                                      # ReLU'
+        xc = xs - b_dec
+        g_b_enc = torch.zeros_like(W_enc[:, 0]).index_add_(0, flat, g_pre.reshape(-1))
+        if tied:   # one scatter for both roles: rows read xc (encoder), write g (decoder)
+            rows = torch.bmm(torch.stack([g_pre, vals], 2), torch.stack([xc, g], 1))
+            g_w_enc = torch.zeros_like(W_enc).index_add_(0, flat, rows.reshape(-1, d))
+            g_w_dec = None
+        else:
+            g_w_enc = torch.zeros_like(W_enc).index_add_(
+                0, flat, (g_pre.unsqueeze(2) * xc.unsqueeze(1)).reshape(-1, d))
+            g_w_dec = torch.zeros_like(W_dec).index_add_(
+                0, flat, (vals.unsqueeze(2) * g.unsqueeze(1)).reshape(-1, d))
+        # b_dec enters the decoder (+) and the encoder's centring (-): sum over rows of
+        # g_pre x W_enc[idx] equals g_b_enc @ W_enc, no gather needed
+        g_b_dec = g.sum(0) - g_b_enc @ W_enc
+        return None, g_b_dec, g_w_enc, g_b_enc, g_w_dec, None, None
+
+
 def init_sae(acts: torch.Tensor, cfg: SAEConfig) -> SparseAutoencoder:
     """A fresh SAE for `acts` [n, d_in]: seeded atoms, scale and b_dec from the data."""
     acts = _as_rows(acts)
@@ -205,7 +245,24 @@ def init_sae(acts: torch.Tensor, cfg: SAEConfig) -> SparseAutoencoder:
     with torch.no_grad():
         sae.scale.fill_(_rms_deviation(acts).clamp_min(1e-8))
         sae.b_dec.copy_(acts.mean(0) / sae.scale)
+        _fit_init_gain(sae, acts[:4096] / sae.scale)
     return sae
+
+
+@torch.no_grad()
+def _fit_init_gain(sae: SparseAutoencoder, xs: torch.Tensor) -> None:
+    """Scale the random encoder so the first reconstruction has the data's size.
+
+    Unit atoms with k (or, for ReLU, about half of all) latents active add up to a vector far
+    longer than the input (nMSE >> 1 at step 0, e.g. k=32 on 64-wide inputs). The least-squares
+    gain a = <r, x> / <r, r> of the initial reconstruction r fixes that; Top-K picks the same
+    latents after a positive rescale, so only magnitudes change.
+    """
+    xc = xs - sae.b_dec
+    r = sae._activate(F.linear(xc, sae.W_enc, sae.b_enc)) @ sae.decoder_weight
+    gain = float((r * xc).sum() / (r * r).sum().clamp_min(1e-12))
+    if gain > 0:   # tied: code and atom both scale, so the reconstruction scales by gain
+        sae.W_enc.mul_(math.sqrt(gain) if sae.tied else gain)
 
 
 # ---------------------------------------------------------------- training
@@ -260,26 +317,25 @@ class _Tally:
 
 def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
           cfg: SAEConfig, tally: _Tally) -> None:
-    idx = sae.active_indices(xs)
-    if idx is None:
-        recon, vals = dense_forward(sae, xs)
-    else:
-        recon, vals = sae.sparse_forward(xs, idx)
+    code = sae.active_code(xs)
+    idx = None if code is None else code[0]
+    recon, vals = dense_forward(sae, xs) if code is None else sae.sparse_forward(xs, *code)
     loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     if not sae.tied:
         _normalize_rows(sae.W_dec)   # unit atoms: the L1 cannot shrink z by growing atoms
-    tally.add(float(loss), float(mse), vals.detach(), idx)
+    tally.add(loss.item(), mse.item(), vals.detach(), idx)
 
 
 @torch.no_grad()
 def _evaluate(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig) -> _Tally:
     tally = _Tally(sae.n_latents)
     for chunk in xs.split(_EVAL_CHUNK):
-        idx = sae.active_indices(chunk)
-        recon, vals = dense_forward(sae, chunk) if idx is None else sae.sparse_forward(chunk, idx)
+        code = sae.active_code(chunk)
+        idx = None if code is None else code[0]
+        recon, vals = dense_forward(sae, chunk) if code is None else sae.sparse_forward(chunk, *code)
         loss, mse = loss_terms(sae, chunk, recon, vals, cfg.l1)
         tally.add(float(loss), float(mse), vals, idx)
     return tally
@@ -403,3 +459,92 @@ def _rms_deviation(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _normalize_rows(w: torch.Tensor) -> None:
     w /= w.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+# ---------------------------------------------------------------- activations of a text
+
+MIN_TOKENS = 8        # fewer rows than this cannot be split into train and validation sensibly
+
+
+@dataclass(frozen=True)
+class TextActivations:
+    """One layer's activations over a text, one row per kept token, in text order."""
+    acts: torch.Tensor                    # [n_tokens, d_in] float32 on the CPU
+    token_ids: tuple[int, ...]            # the kept tokens
+    tokens: tuple[str, ...]               # each token's own characters in the text
+    spans: tuple[tuple[int, int], ...]    # (start, end) character offsets in the text
+    positions: tuple[int, ...]            # position in the model's sequence (0 = first)
+    hook: str                             # e.g. "blocks.3.hook_mlp_out"
+    dropped_first: bool                   # was position 0 (an outlier "attention sink") dropped?
+
+    @property
+    def n_tokens(self) -> int:
+        return self.acts.shape[0]
+
+
+def hook_for(layer: int, site: str = "mlp_out") -> str:
+    if site not in SITES:
+        raise ValueError(f"site must be one of {list(SITES)}, got {site!r}")
+    return SITES[site].format(layer=layer)
+
+
+@torch.no_grad()
+def text_activations(lm, text: str, layer: int, site: str = "mlp_out",
+                     drop_first: bool = True) -> TextActivations:
+    """Run `text` through the model and keep `blocks.{layer}.hook_mlp_out` (d_model wide,
+    the seed's "MLP activations") or `blocks.{layer}.mlp.hook_post` (d_mlp hidden neurons).
+
+    Texts longer than the model's context run as consecutive windows. With `drop_first`, the
+    first position of each window is dropped: it carries activations tens of times larger
+    than the rest (the attention sink), which would dominate the reconstruction loss.
+    """
+    from lab.hooks import run_with_hooks
+    if not text or not text.strip():
+        raise ValueError("the text is empty: paste or upload a text to run through the model")
+    hook = hook_for(layer, site)
+    if not 0 <= layer < lm.n_layers:
+        raise ValueError(f"layer {layer} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
+    enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
+    window = max(int(lm.n_ctx), 2)
+    rows, keep = [], []
+    for start in range(0, len(ids), window):
+        chunk = torch.tensor([ids[start:start + window]], device=lm.device)
+        out = run_with_hooks(lm, [hook], input_ids=chunk, detach=True)[hook][0]   # [pos, d]
+        first = 1 if drop_first else 0
+        rows.append(out[first:].float().cpu())
+        keep += range(start + first, start + chunk.shape[1])
+    n = len(keep)
+    if n < MIN_TOKENS:
+        raise ValueError(f"the text has {n} usable tokens; at least {MIN_TOKENS} are needed "
+                         "to train and validate a sparse autoencoder")
+    acts = torch.cat(rows)
+    return TextActivations(acts=acts, token_ids=tuple(ids[i] for i in keep),
+                           tokens=tuple(text[spans[i][0]:spans[i][1]] for i in keep),
+                           spans=tuple(spans[i] for i in keep), positions=tuple(keep),
+                           hook=hook, dropped_first=drop_first)
+
+
+def data_warning(n_tokens: int, n_latents: int) -> str | None:
+    """A plain sentence when there are far too few tokens per latent for a meaningful SAE."""
+    ratio = n_tokens / max(n_latents, 1)
+    if ratio >= 10:
+        return None
+    return (f"{n_tokens} tokens for {n_latents} latents is {ratio:.2g} tokens per latent. "
+            "SAEs that find real features are trained on millions of tokens, thousands per "
+            "latent; here most latents never fire and any single latent's score rests on a "
+            "handful of tokens, so expect artefacts.")
+
+
+def to_zip_bytes(sae: SparseAutoencoder, metadata: dict | None = None) -> bytes:
+    """The `save` folder (sae.safetensors + config.json) as one zip, for a download button."""
+    import io
+    import tempfile
+    import zipfile
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = sae.save(tmp, metadata)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in ("sae.safetensors", "config.json"):
+                zf.write(folder / name, name)
+    return buf.getvalue()
