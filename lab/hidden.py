@@ -4,7 +4,7 @@ The states, in order (n = number of blocks, so n + 2 states in all):
 
     state 0        "embed"                    hook_embed: the input to block 0
     state L + 1    "block L"                  blocks.{L}.hook_resid_post: output of block L, raw
-    state n + 1    "block n-1 + final norm"   the last block's output after the final norm,
+    state n + 1    "final norm"               the last block's output after the final norm,
                                               which is what HF returns as its last hidden state
 
 The raw residual and the normed copy of the last state are both kept, labelled, because the
@@ -43,14 +43,14 @@ def default_text() -> str:
 def decode_upload(data: bytes) -> str:
     """An uploaded file's bytes as text; one-sentence ValueError when it is not plain text."""
     if b"\x00" in data:
-        raise ValueError("This file looks binary (it contains NUL bytes): upload a plain-text .txt file.")
+        raise ValueError("This file looks binary (it contains NUL bytes): use a plain-text .txt file.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError("This file is not UTF-8 text: save it as plain UTF-8 text (.txt) and upload it again.") from None
+        raise ValueError("This file is not UTF-8 text: save it as plain UTF-8 text (.txt) and try again.") from None
     controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
     if controls > max(2, len(text) // 100):  # text has almost none; binary formats many
-        raise ValueError("This file looks binary (many control characters): upload a plain-text .txt file.")
+        raise ValueError("This file looks binary (many control characters): use a plain-text .txt file.")
     return text
 
 
@@ -69,7 +69,7 @@ class HiddenStates:
 
     model: str                   # registry name of the model that ran
     values: np.ndarray           # [n_states, n_tokens, d_model] float32, states in the order above
-    labels: tuple[str, ...]      # one per state: "embed", "block 0", ..., "block n-1 + final norm"
+    labels: tuple[str, ...]      # one per state: "embed", "block 0", ..., "block n-1", "final norm"
     token_ids: tuple[int, ...]   # the tokens that were run (after truncation)
     tokens: tuple[str, ...]      # each token decoded on its own, for tooltips
     used_text: str               # the text those tokens decode to: what the model actually read
@@ -95,7 +95,7 @@ class HiddenStates:
 
 
 def state_labels(n_layers: int) -> tuple[str, ...]:
-    return ("embed", *(f"block {L}" for L in range(n_layers)), f"block {n_layers - 1} + final norm")
+    return ("embed", *(f"block {L}" for L in range(n_layers)), "final norm")
 
 
 def hook_points(n_layers: int) -> list[str]:
@@ -179,6 +179,8 @@ class HiddenResult:
     d_model: int
     forward_seconds: float      # wall time of the forward pass that produced the states
     bin_constant: float         # the symlog constant of the histogram edges (charts reuse it)
+    tokens: tuple[str, ...]     # every token that was run, decoded on its own (token 0 included)
+    used_text: str              # what the model read: the text after truncation
 
     @property
     def truncated(self) -> bool:
@@ -202,7 +204,7 @@ class HiddenResult:
         return HiddenResult(self.config, self.model, pick(self.summary), pick(self.outlier_dims),
                             pick(self.histogram), pairs.reset_index(drop=True), pick(self.points),
                             self.n_tokens, self.n_text_tokens, self.max_tokens, self.d_model,
-                            self.forward_seconds, self.bin_constant)
+                            self.forward_seconds, self.bin_constant, self.tokens, self.used_text)
 
     def to_dict(self) -> dict:
         """Everything needed to reproduce and read the result, JSON-ready."""
@@ -356,7 +358,8 @@ def analyze(states: HiddenStates, cfg: HiddenConfig = HiddenConfig()) -> HiddenR
                           "cov": cov.ravel(), "r2": _r2(cov).ravel()})
     points = _sample_points(x, cfg, first, states.tokens, labels)
     return HiddenResult(cfg, states.model, summary, top, histogram, pairs, points, T,
-                        states.n_text_tokens, states.max_tokens, d, states.forward_seconds, constant)
+                        states.n_text_tokens, states.max_tokens, d, states.forward_seconds, constant,
+                        states.tokens, states.used_text)
 
 
 def hidden_states(lm: LabModel, text: str, cfg: HiddenConfig = HiddenConfig(),

@@ -1,5 +1,140 @@
+"""Hidden-state distributions: one forward pass over a text, every layer's residual stream."""
+import json
+
 import streamlit as st
 
+from lab import hidden
+from lab.charts import hidden as charts
+from ui.common import current_model, first_line, seed
+
 st.title("Hidden-state distributions")
-st.markdown("One forward pass over your text captures the residual stream after the embeddings and after every block. You will see the distribution of values per layer (histograms with log y), scatter plots by token and by dimension, and how similar layers are to each other (covariance and R² matrices).")
-st.info("This experiment is being built: nothing is computed on this page yet.", icon=":material/construction:")
+st.markdown(
+    "One forward pass over your text captures the residual stream after the embeddings and "
+    "after every block. See how its values are distributed at each layer and how similar "
+    "the layers are to each other. The last block's output is shown twice: raw, as "
+    "**block N** (what the hooks see), and as **final norm**, after the model's final "
+    "normalization (what Hugging Face returns as its last hidden state)."
+)
+
+lm = current_model()
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _states(_lm, model_name: str, device: str, text: str, max_tokens: int):
+    # The only expensive step: keyed by model and text, so display options never rerun it.
+    return hidden.capture_states(_lm, text, max_tokens)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _result(_lm, model_name: str, device: str, text: str, max_tokens: int, cfg: hidden.HiddenConfig):
+    return hidden.analyze(_states(_lm, model_name, device, text, max_tokens), cfg)
+
+
+def _label(state: int) -> str:
+    return "embed" if state == 0 else f"block {state - 1}"
+
+
+# ---------------------------------------------------------------- input
+left, right = st.columns([3, 2], gap="large")
+with left:
+    typed = st.text_area("Text", value=hidden.default_text(), height=230, key="hidden_text",
+                         help="A paragraph written for this lab is filled in; paste your own.")
+    upload = st.file_uploader("Or upload a .txt file (it replaces the text above)", type=["txt"],
+                              key="hidden_upload")
+with right:
+    max_tokens = st.number_input(
+        "Token limit", min_value=2, max_value=lm.n_ctx, value=min(1024, lm.n_ctx), step=64,
+        key="hidden_max_tokens",
+        help=f"Longer texts are cut to this many tokens (the model's context is {lm.n_ctx}).")
+    keep_first = st.checkbox("Keep token 0", value=False, key="hidden_keep_first",
+                             help="The first token has no context and carries extreme values; "
+                                  "it is left out of every statistic unless kept.")
+    show_norm = st.checkbox("Show the last state after the final norm too", value=True,
+                            key="hidden_show_norm")
+    bin_scale = st.radio("Histogram bins", hidden.BIN_SCALES, horizontal=True, key="hidden_bins",
+                         help="symlog: fine bins near zero and wide ones in the tails, so narrow "
+                              "and wide layers are both readable; linear: equal-width bins.")
+    symlog_y = st.checkbox("Symlog value axis on the scatter plots", value=False, key="hidden_symlog_y")
+    first, last = st.select_slider("States shown", options=list(range(lm.n_layers + 1)),
+                                   value=(0, lm.n_layers), format_func=_label, key="hidden_layers")
+
+try:
+    text = hidden.decode_upload(upload.getvalue()) if upload is not None else typed
+    hidden.check_text(text)
+    cfg = hidden.HiddenConfig(keep_first_token=keep_first, bin_scale=bin_scale, seed=seed())
+    with st.spinner("Running the model once over the text..."):
+        result = _result(lm, lm.name, str(lm.device), text, int(max_tokens), cfg)
+except ValueError as e:
+    st.error(first_line(e), icon=":material/error:")
+    st.stop()
+
+# ---------------------------------------------------------------- what was read
+used = result.max_tokens if result.truncated else result.n_text_tokens
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Tokens in the text", result.n_text_tokens)
+c2.metric("Tokens in the statistics", result.n_tokens,
+          help="Token 0 is left out unless 'Keep token 0' is ticked.")
+c3.metric("States", len(result.summary), help="Embeddings, every block, and the final-normed last block.")
+c4.metric("Forward pass", f"{result.forward_seconds:.2f} s", help="Cached: display options never rerun it.")
+if result.truncated:
+    st.warning(f"The text has {result.n_text_tokens} tokens; {lm.name} reads at most {used} here "
+               f"(token limit {int(max_tokens)}, context {lm.n_ctx}), so only the first {used} were used.",
+               icon=":material/content_cut:")
+    with st.expander("The text that was used"):
+        st.text(result.used_text)
+if not keep_first:
+    st.caption(f"Token 0 ({result.tokens[0]!r}) is excluded from every statistic and chart.")
+
+shown = list(range(first, last + 1)) + ([lm.n_layers + 1] if show_norm else [])
+view = result.only(shown)
+
+# ---------------------------------------------------------------- charts
+st.subheader("Scatter plots")
+st.altair_chart(charts.token_scatter(view.points, symlog_y), width="stretch")
+st.caption(f"A sample of {len(view.points)} values ({cfg.points_per_state} per state, its "
+           f"{cfg.extremes_per_state} largest |values| included). Look for the spread growing with "
+           "depth, and for tokens whose values stand out in every layer.")
+st.altair_chart(charts.dim_scatter(view.points, symlog_y), width="stretch")
+st.caption("Look for vertical streaks: a few residual dimensions carry huge values in many "
+           "tokens and layers (outlier dimensions, listed in the table below).")
+
+st.subheader("Histograms")
+st.altair_chart(charts.histogram_grid(view.histogram, cfg.bin_scale, result.bin_constant),
+                width="content")
+st.caption("Counts on a log axis show the tails (side lobes). Compare the width of the "
+           "embeddings with the middle blocks, and the raw last block with its final-normed copy: "
+           "does the last layer narrow, or only the norm?")
+st.altair_chart(charts.spread_chart(view.summary), width="stretch")
+st.caption("The same question as one line per measure: where the standard deviation and the "
+           "largest value grow, and where they fall.")
+
+st.subheader("How similar are the layers?")
+h1, h2 = st.columns(2)
+with h1:
+    st.altair_chart(charts.heatmap(view.pairs, "r2"), width="stretch")
+    st.caption("R² is the share of variance two states have in common over all tokens and "
+               "dimensions. Look for the bright band near the diagonal: neighbouring blocks "
+               "change the residual stream gradually.")
+with h2:
+    st.altair_chart(charts.heatmap(view.pairs, "cov"), width="stretch")
+    st.caption("Covariance also carries scale: deep, wide states dominate it. Look for which "
+               "states co-vary most with the last one.")
+
+st.subheader("Summary per state")
+st.dataframe(view.summary.drop(columns=["state"]), hide_index=True, column_config={
+    "label": "state", "values": st.column_config.NumberColumn("values", help="tokens x d_model"),
+    "outlier_frac": st.column_config.NumberColumn(
+        f"fraction |x - mean| > {cfg.outlier_std:g} std", format="%.4f"),
+    "excess_kurtosis": st.column_config.NumberColumn("excess kurtosis", format="%.1f",
+                                                     help="0 for a normal distribution"),
+    "top_dims": st.column_config.TextColumn("top dimensions (max |x|)")})
+
+d1, d2, d3 = st.columns(3)
+d1.download_button("Summary (CSV)", result.summary.to_csv(index=False), "hidden_summary.csv",
+                   "text/csv", icon=":material/download:", key="hidden_dl_summary")
+d2.download_button("R² and covariance (CSV)", result.pairs.to_csv(index=False), "hidden_pairs.csv",
+                   "text/csv", icon=":material/download:", key="hidden_dl_pairs")
+d3.download_button("Everything with config (JSON)",
+                   json.dumps({**result.to_dict(), "seed": seed(), "device": str(lm.device)}, indent=1),
+                   "hidden_states.json", "application/json", icon=":material/download:",
+                   key="hidden_dl_json")
