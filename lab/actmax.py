@@ -230,8 +230,9 @@ class Recorder:
     was recorded into a full `ActMaxResult`.
     """
 
-    def __init__(self, cfg: ActMaxConfig):
+    def __init__(self, cfg: ActMaxConfig, model: str = ""):
         self.cfg = cfg
+        self.model = model    # name of the model it ran on: a partial result belongs to it
         self.steps: list[StepInfo] = []
         self.started = time.perf_counter()
         self.seconds = 0.0
@@ -275,6 +276,8 @@ def token_texts(lm: LabModel, ids) -> list[str]:
     out = []
     for i in np.asarray(ids).ravel().tolist():
         text = tok.decode([i]) if tok is not None and i < len(tok) else None
+        if text and "\ufffd" in text:   # a piece of a multi-byte character: show the raw token
+            text = tok.convert_ids_to_tokens(i)
         out.append(text if text else f"<{i}>")
     return out
 
@@ -289,6 +292,15 @@ def nearest_tokens(lm: LabModel, embeds: torch.Tensor, k: int = TOP_K) -> pd.Dat
                          "token_id": ids.reshape(-1).numpy(),
                          "token": token_texts(lm, ids.reshape(-1)),
                          "cosine": cos.reshape(-1).numpy().astype(float)})
+
+
+def nearest_wide(nearest: pd.DataFrame, restart: int = 0) -> pd.DataFrame:
+    """One restart's nearest tokens as a table: one row per position, "token (cosine)" by rank."""
+    d = nearest[nearest.restart == restart]
+    cells = d.assign(cell=[f"{t!r}  ({c:.3f})" for t, c in zip(d.token, d.cosine)])
+    wide = cells.pivot(index="position", columns="rank", values="cell")
+    wide.columns = [f"nearest {r}" for r in wide.columns]
+    return wide.reset_index()
 
 
 # ---------------------------------------------------------------- the gap meter
@@ -347,6 +359,7 @@ class ActMaxResult:
     gap: GapMeter
     seconds: float            # wall time of the optimization loop
     steps_done: int           # == config.steps unless the run was stopped early
+    token_norm: float         # mean L2 norm of the model's token embeddings, for scale
 
     @property
     def initial(self) -> np.ndarray:
@@ -384,6 +397,7 @@ class ActMaxResult:
         return pd.DataFrame({
             "restart": np.arange(self.config.restarts), "initial": self.initial,
             "final": self.final, "gain": self.gain, "nearest_tokens": text.to_numpy(),
+            "vector_norm": self.embeds.norm(dim=-1).mean(-1).numpy().astype(float),
             "snapped_activation": self.gap.snapped,
             "snapped_percentile": self.gap.snapped_percentile(),
             "mean_top1_cosine": cos.mean().to_numpy(), "best_cosine": cos.max().to_numpy()})
@@ -398,6 +412,7 @@ class ActMaxResult:
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
                 "restarts": self.per_restart().to_dict(orient="records"),
                 "gap_meter": self.gap.summary(), "best_cosine": self.best_cosine,
+                "token_norm": self.token_norm,
                 "nearest": self.nearest.to_dict(orient="records")}
 
 
@@ -409,8 +424,9 @@ def summarize(lm: LabModel, cfg: ActMaxConfig, embeds: torch.Tensor, history: pd
     embeds = embeds.detach().cpu()
     last = history[history.step == history.step.max()].sort_values("restart")
     gap = gap_meter(lm, cfg, embeds, last.target.to_numpy())
+    token_norm = float(lm.W_E.detach().float().norm(dim=-1).mean())
     return ActMaxResult(cfg, lm.name, embeds, history.reset_index(drop=True),
-                        nearest_tokens(lm, embeds), gap, seconds, int(history.step.max()))
+                        nearest_tokens(lm, embeds), gap, seconds, int(history.step.max()), token_norm)
 
 
 def maximize(lm: LabModel, cfg: ActMaxConfig, on_step: OnStep | None = None,
