@@ -82,6 +82,8 @@ if result.truncated:
                icon=":material/content_cut:")
     with st.expander("The text that was used"):
         st.text(result.used_text)
+if upload is not None:
+    st.caption(f"Analysing the uploaded file {upload.name!r}; the text box is ignored until you remove it.")
 if not keep_first:
     st.caption(f"Token 0 ({result.tokens[0]!r}) is excluded from every statistic and chart.")
 
