@@ -95,7 +95,9 @@ def _train(ta: lsae.TextActivations, text: str, layer: int, cfg: lsae.SAEConfig)
     st.session_state.setdefault(RUNS, []).append(run)
     st.session_state["sae_view"] = run["id"]
     job.start(cfg)
-    stop_button(job)
+    stop_slot = st.empty()
+    with stop_slot:
+        stop_button(job)
     bar = st.progress(0.0, text="Training...")
     live = st.empty()
     last = [0.0]
@@ -114,8 +116,8 @@ def _train(ta: lsae.TextActivations, text: str, layer: int, cfg: lsae.SAEConfig)
     lsae.train_sae(ta.acts, cfg, on_epoch=on_epoch, sae=sae)
     run["status"] = "done"
     job.finish(run)
-    bar.empty()
-    live.empty()
+    for slot in (stop_slot, bar, live):
+        slot.empty()
 
 
 def _run_label(run: dict) -> str:
@@ -223,7 +225,7 @@ def _show(run: dict) -> None:
                             key=f"sae_pick_{run['id']}")
     if picked:
         frame = lsel.token_latent_frame(res.z, run["acts"].tokens, picked, res.target, res.control)
-        st.altair_chart(charts.token_latent_heatmap(frame))
+        st.altair_chart(charts.token_latent_heatmap(frame), width="content")
         st.caption("Look for: a latent lit only under the red marks (target tokens). One that "
                    "also fires on commas, brackets or small words is not a geography latent.")
     _downloads(run, res)

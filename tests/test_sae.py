@@ -361,7 +361,8 @@ def test_page_trains_and_shows_results():
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert len(specs) == 4                                  # curves, density, null, heatmap
     heat = specs[-1]
-    assert heat["vconcat"][1]["encoding"]["y"]["title"] == "latent (index)"
+    assert heat["vconcat"][0]["encoding"]["y"]["title"] == "latent (index)"
+    assert len(heat["vconcat"]) == -(-563 // 48)       # 563 tokens wrapped in lines of 48
     table = at.dataframe[0].value
     assert {"latent", "score", "p", "p_fwer", "n_chance", "survives"} <= set(table.columns)
     assert any("survive the control" in s.value for s in [*at.success, *at.error])

@@ -1,6 +1,8 @@
 """Altair charts for the sparse autoencoder experiment (pure functions returning charts)."""
 from __future__ import annotations
 
+import json
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -51,30 +53,44 @@ def density_histogram(stats: pd.DataFrame, bins: int = 30) -> alt.Chart:
     ).properties(height=240)
 
 
-_ROLE_SCALE = alt.Scale(domain=["target", "control", "other"], range=["#d62728", "#2ca02c", "#dddddd"])
+_ROLE_COLORS = {"target": "#d62728", "control": "#2ca02c"}
 
 
-def token_latent_heatmap(frame: pd.DataFrame, step: int = 11) -> alt.VConcatChart:
-    """Activation of the chosen latents on every token, in text order; the strip above marks
-    target and control tokens. Look for: a latent lit only under the red marks. A latent that
-    also lights up on commas, brackets or function words is not a "geography" latent."""
-    order = (frame.drop_duplicates("position").sort_values("position")["label"].tolist())
-    x = alt.X("label:N", sort=order, title="token (position and text, in text order)",
-              axis=alt.Axis(labelAngle=-90, labelFontSize=9, labelLimit=90))
-    tokens = frame.drop_duplicates("position")
-    strip = alt.Chart(tokens).mark_rect().encode(
-        x=x.axis(None),
-        color=alt.Color("role:N", title="word list", scale=_ROLE_SCALE),
-        tooltip=["position", "token", "role"],
-    ).properties(height=12, width=alt.Step(step))
-    heat = alt.Chart(frame).mark_rect().encode(
-        x=x,
-        y=alt.Y("latent:N", title="latent (index)", sort=None),
-        color=alt.Color("activation:Q", title="activation (units of input s.d.)",
-                        scale=alt.Scale(scheme="viridis")),
-        tooltip=["position", "token", "role", "latent", alt.Tooltip("activation:Q", format=".3g")],
-    ).properties(width=alt.Step(step), height=alt.Step(22))
-    return alt.vconcat(strip, heat, spacing=2).resolve_scale(color="independent")
+def _label_color(labels_by_role: dict[str, list[str]]) -> dict | str:
+    """Axis label colour by role: red for target tokens, green for control tokens."""
+    cond = [{"test": f"indexof({json.dumps(labels)}, datum.value) >= 0", "value": _ROLE_COLORS[r]}
+            for r, labels in labels_by_role.items() if labels]
+    if not cond:
+        return "#555555"
+    return {"condition": cond if len(cond) > 1 else cond[0], "value": "#555555"}
+
+
+def token_latent_heatmap(frame: pd.DataFrame, per_line: int = 48, step: int = 16) -> alt.VConcatChart:
+    """Activation of the chosen latents on every token, in text order, wrapped like text into
+    lines of `per_line` tokens; target tokens have red labels, control tokens green ones.
+    Look for: a latent lit only above the red labels. A latent that also lights up on commas,
+    brackets or function words is not a "geography" latent."""
+    frame = frame.assign(line=frame["position"] // per_line)
+    vmax = max(float(frame["activation"].max()) if len(frame) else 1.0, 1e-6)
+    color = alt.Color("activation:Q", title="activation (input s.d.)",
+                      scale=alt.Scale(scheme="viridis", domain=[0, vmax]))
+    lines = []
+    for _, part in frame.groupby("line", sort=True):
+        tokens = part.drop_duplicates("position").sort_values("position")
+        roles = {r: tokens.loc[tokens["role"] == r, "label"].tolist() for r in _ROLE_COLORS}
+        axis = alt.Axis(labelAngle=-90, labelFontSize=11, labelLimit=120,
+                        labelColor=_label_color(roles), labelFontWeight="normal")
+        first, last = int(tokens["position"].iloc[0]), int(tokens["position"].iloc[-1])
+        lines.append(alt.Chart(part).mark_rect().encode(
+            x=alt.X("label:N", sort=tokens["label"].tolist(), axis=axis,
+                    title=f"tokens {first}-{last} (position and text, in text order; "
+                          "red: target words, green: control words)"),
+            y=alt.Y("latent:N", title="latent (index)", sort=None),
+            color=color,
+            tooltip=["position", "token", "role", "latent",
+                     alt.Tooltip("activation:Q", format=".3g")],
+        ).properties(width=alt.Step(step), height=alt.Step(20)))
+    return alt.vconcat(*lines, spacing=12).resolve_scale(x="independent")
 
 
 def null_max_chart(null_max: np.ndarray, top: pd.DataFrame) -> alt.LayerChart:
