@@ -334,10 +334,15 @@ class GapMeter:
 
 @torch.no_grad()
 def gap_meter(lm: LabModel, cfg: ActMaxConfig, embeds: torch.Tensor, optimum: np.ndarray,
-              n_random: int = N_RANDOM) -> GapMeter:
-    """Feed the nearest tokens back as real input; compare with random real-token sequences."""
+              n_random: int = N_RANDOM, snapped_ids: torch.Tensor | None = None) -> GapMeter:
+    """Feed the nearest tokens back as real input; compare with random real-token sequences.
+
+    `snapped_ids` [R, T]: the nearest tokens when already decoded (saves a vocabulary pass).
+    """
     R, T, D = embeds.shape
-    snapped_ids = nearest(lm, embeds.reshape(R * T, D), 1)[0].reshape(R, T)
+    if snapped_ids is None:
+        snapped_ids = nearest(lm, embeds.reshape(R * T, D), 1)[0].reshape(R, T)
+    snapped_ids = torch.as_tensor(snapped_ids, dtype=torch.long)
     g = torch.Generator().manual_seed(_stream_seed(cfg.seed, 2))
     random_ids = torch.randint(0, lm.vocab_size, (n_random, T), generator=g)
     ids = torch.cat([snapped_ids, random_ids]).to(lm.device)       # one forward for both
@@ -423,10 +428,13 @@ def summarize(lm: LabModel, cfg: ActMaxConfig, embeds: torch.Tensor, history: pd
         raise ValueError("nothing was computed yet: no step has run")
     embeds = embeds.detach().cpu()
     last = history[history.step == history.step.max()].sort_values("restart")
-    gap = gap_meter(lm, cfg, embeds, last.target.to_numpy())
+    near = nearest_tokens(lm, embeds)
+    top1 = near[near["rank"] == 1].sort_values(["restart", "position"]).token_id.to_numpy()
+    gap = gap_meter(lm, cfg, embeds, last.target.to_numpy(),
+                    snapped_ids=torch.as_tensor(top1).reshape(embeds.shape[:2]))
     token_norm = float(lm.W_E.detach().float().norm(dim=-1).mean())
-    return ActMaxResult(cfg, lm.name, embeds, history.reset_index(drop=True),
-                        nearest_tokens(lm, embeds), gap, seconds, int(history.step.max()), token_norm)
+    return ActMaxResult(cfg, lm.name, embeds, history.reset_index(drop=True), near, gap, seconds,
+                        int(history.step.max()), token_norm)
 
 
 def maximize(lm: LabModel, cfg: ActMaxConfig, on_step: OnStep | None = None,

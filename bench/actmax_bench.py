@@ -1,0 +1,161 @@
+"""Time the reproducibility experiment through `lab` against a seed-style loop, and the FLOP floor.
+
+The experiment: 10 restarts x 500 Adam steps, 5 input tokens, maximize hidden_states[8][..., 91]
+(mean over positions), on the GPT-2-small architecture (GPT2Config() defaults, random weights:
+timing does not depend on the weights).
+
+- lab: `lab.actmax.maximize`: restarts as one batch [10, 5, 768], the forward stops after
+  block 7, no LM head, weights frozen; includes decoding and the gap meter.
+- seed-style: the seeds' loop: restarts one after another, the full CausalLM forward with
+  `output_hidden_states=True` (all 12 blocks and the 768 x 50257 LM head), then
+  `hidden_states[8]`. Weights frozen here too (not freezing them costs ~1.8x more: we compare
+  against the faster variant).
+- FLOP floor: the matmul FLOPs that cannot be avoided (forward through 8 blocks for 50 tokens,
+  plus the input-gradient half of the backward: no weight gradients are needed) at the
+  matmul rate measured here on a large matmul.
+
+    python bench/actmax_bench.py                        # everything in full (~15 min on 2 idle cores)
+    python bench/actmax_bench.py --baseline-steps 50    # seed-style timed on 50 steps/restart, x10 extrapolated
+    python bench/actmax_bench.py --threads 1            # on a busy machine one thread avoids OpenMP spin-waits
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lab.actmax import ActMaxConfig, maximize, optimize  # noqa: E402
+from lab.arch import GPT2  # noqa: E402
+from lab.models import LabModel  # noqa: E402
+
+
+def build_gpt2_small(seed: int = 0) -> LabModel:
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config()).eval().requires_grad_(False)
+    return LabModel(name="gpt2-small-random", model=model, tokenizer=None, arch=GPT2,
+                    device=torch.device("cpu"), load_seconds=0.0, source="random weights")
+
+
+def seed_style(model, cfg: ActMaxConfig, steps: int, std: float) -> float:
+    """The seeds' loop, restarts one after another; returns wall seconds."""
+    t0 = time.perf_counter()
+    for r in range(cfg.restarts):
+        g = torch.Generator().manual_seed(r)
+        x = (torch.randn(1, cfg.n_tokens, model.config.n_embd, generator=g) * std).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=cfg.lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            out = model(inputs_embeds=x, output_hidden_states=True)
+            a = out.hidden_states[cfg.layer][0, :, cfg.dim].mean()
+            loss = -a + cfg.l2 * (x ** 2).sum()
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - t0
+
+
+def matmul_rate(m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """Measured fp32 GFLOP/s of [m, k] @ [k, n]."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+
+
+def floor_flops_per_step(cfg: ActMaxConfig, d: int, n_blocks: int) -> float:
+    """Unavoidable FLOPs of one step: forward + input-gradient backward through `n_blocks`.
+
+    Per block and token the matmuls are QKV 3d^2, output d^2, MLP 8d^2 multiply-adds
+    (24 d^2 FLOPs); attention scores and mixing add 4 T d per token. The backward needs
+    only dX = dY W^T (same FLOPs as the forward), not dW; attention backward ~2x forward.
+    """
+    tokens = cfg.restarts * cfg.n_tokens
+    fwd = n_blocks * (24 * d * d * tokens + 4 * cfg.n_tokens * d * tokens)
+    bwd = n_blocks * (24 * d * d * tokens + 8 * cfg.n_tokens * d * tokens)
+    return float(fwd + bwd)
+
+
+def per_step_breakdown(lm: LabModel, seed_model, cfg: ActMaxConfig, steps: int, std: float) -> None:
+    """ms per optimization step of one restart, to show where the speed-up comes from."""
+    one = ActMaxConfig(layer=cfg.layer, dim=cfg.dim, n_tokens=cfg.n_tokens, steps=steps,
+                       lr=cfg.lr, l2=cfg.l2, restarts=1)
+    batch = ActMaxConfig(layer=cfg.layer, dim=cfg.dim, n_tokens=cfg.n_tokens, steps=steps,
+                         lr=cfg.lr, l2=cfg.l2, restarts=cfg.restarts)
+    t = seed_style(seed_model, one, steps, std) / steps
+    t0 = time.perf_counter()
+    optimize(lm, one)
+    s = (time.perf_counter() - t0) / (steps + 1)
+    t0 = time.perf_counter()
+    optimize(lm, batch)
+    b = (time.perf_counter() - t0) / (steps + 1) / cfg.restarts
+    print(f"  per restart-step ({steps} steps each): seed-style {t * 1e3:.1f} ms | "
+          f"stop at layer {cfg.layer}, 1 restart {s * 1e3:.1f} ms ({t / s:.1f}x) | "
+          f"batch of {cfg.restarts} {b * 1e3:.1f} ms ({t / b:.1f}x)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--restarts", type=int, default=10)
+    ap.add_argument("--layer", type=int, default=8)
+    ap.add_argument("--dim", type=int, default=91)
+    ap.add_argument("--baseline-steps", type=int, default=None,
+                    help="time the seed-style loop on this many steps per restart and extrapolate")
+    ap.add_argument("--breakdown-steps", type=int, default=20, help="0 to skip the breakdown")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = ActMaxConfig(layer=args.layer, dim=args.dim, steps=args.steps, restarts=args.restarts)
+    lm = build_gpt2_small()
+    # A separate copy for the seed-style loop: output_hidden_states leaves HF's recorder hooks
+    # on a model, which would then tax the lab runs too.
+    seed_model = copy.deepcopy(lm.model)
+    std = lm.W_E.std().item()
+    d, blocks = lm.d_model, cfg.layer   # hidden_states[L] = output of block L-1: L blocks run
+    print(f"GPT-2 small architecture (random weights), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"experiment: {cfg.restarts} restarts x {cfg.steps} steps, {cfg.n_tokens} tokens, "
+          f"layer {cfg.layer}, dim {cfg.dim}, lr {cfg.lr:g}, l2 {cfg.l2:g}")
+
+    maximize(lm, ActMaxConfig(layer=cfg.layer, dim=cfg.dim, steps=2, restarts=cfg.restarts))  # warm-up
+    if args.breakdown_steps:
+        per_step_breakdown(lm, seed_model, cfg, args.breakdown_steps, std)
+
+    t0 = time.perf_counter()
+    res = maximize(lm, cfg)
+    lab_s = time.perf_counter() - t0
+    print(f"lab:        {lab_s:8.1f} s  (optimization loop {res.seconds:.1f} s = "
+          f"{res.seconds / (cfg.steps + 1) * 1e3:.0f} ms/step for all {cfg.restarts} restarts; "
+          f"decoding + gap meter {lab_s - res.seconds:.1f} s)")
+
+    b_steps = args.baseline_steps or cfg.steps
+    seed_s = seed_style(seed_model, cfg, b_steps, std) * cfg.steps / b_steps
+    how = "measured" if b_steps == cfg.steps else f"timed on {b_steps} steps/restart, extrapolated"
+    print(f"seed-style: {seed_s:8.1f} s  ({how}; {seed_s / cfg.restarts / cfg.steps * 1e3:.0f} "
+          f"ms per restart-step)")
+    print(f"speed-up:   {seed_s / lab_s:8.1f}x  (target >= 6x)")
+
+    peak = matmul_rate(2048, 768, 3072)
+    shaped = matmul_rate(cfg.restarts * cfg.n_tokens, 768, 3072)
+    flops = floor_flops_per_step(cfg, d, blocks) * cfg.steps
+    floor_s = flops / (peak * 1e9)
+    print(f"matmul rate: {peak:.0f} GFLOP/s on 2048x768x3072; {shaped:.0f} GFLOP/s at the "
+          f"experiment's shape {cfg.restarts * cfg.n_tokens}x768x3072")
+    print(f"FLOP floor: {flops / 1e12:.2f} TFLOP -> {floor_s:.1f} s at {peak:.0f} GFLOP/s "
+          f"({flops / (shaped * 1e9):.1f} s at the small-shape rate); lab is {lab_s / floor_s:.1f}x "
+          f"the floor, the seed-style loop {seed_s / floor_s:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
