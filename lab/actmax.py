@@ -234,10 +234,13 @@ class Recorder:
         self.cfg = cfg
         self.model = model    # name of the model it ran on: a partial result belongs to it
         self.steps: list[StepInfo] = []
+        self.start: torch.Tensor | None = None   # step 0's embeddings: where each restart began
         self.started = time.perf_counter()
         self.seconds = 0.0
 
     def add(self, info: StepInfo) -> None:
+        if self.start is None:
+            self.start = info.embeds
         # Keep only the newest embeddings: the others are never needed, and 500 copies add up.
         if self.steps:
             last = self.steps[-1]
@@ -359,6 +362,7 @@ class ActMaxResult:
     config: ActMaxConfig
     model: str
     embeds: torch.Tensor      # [restarts, n_tokens, d_model] optimized embeddings (cpu)
+    start: torch.Tensor       # [restarts, n_tokens, d_model] where each restart began (cpu)
     history: pd.DataFrame     # step, restart, target, neighbours, loss
     nearest: pd.DataFrame     # restart, position, rank, token_id, token, cosine
     gap: GapMeter
@@ -391,6 +395,16 @@ class ActMaxResult:
             return self.final / np.abs(self.initial)
 
     @property
+    def moved(self) -> np.ndarray:
+        """[restarts] ||x - x0|| / ||x0||, averaged over positions: how far from the start.
+
+        Small values mean the optimized vectors are still mostly their random start, so
+        whatever they decode to says more about the start than about the dimension.
+        """
+        step = (self.embeds - self.start).norm(dim=-1) / self.start.norm(dim=-1)
+        return step.mean(-1).numpy().astype(float)
+
+    @property
     def best_cosine(self) -> float:
         return float(self.nearest.cosine.max())
 
@@ -403,6 +417,7 @@ class ActMaxResult:
             "restart": np.arange(self.config.restarts), "initial": self.initial,
             "final": self.final, "gain": self.gain, "nearest_tokens": text.to_numpy(),
             "vector_norm": self.embeds.norm(dim=-1).mean(-1).numpy().astype(float),
+            "moved": self.moved,
             "snapped_activation": self.gap.snapped,
             "snapped_percentile": self.gap.snapped_percentile(),
             "mean_top1_cosine": cos.mean().to_numpy(), "best_cosine": cos.max().to_numpy()})
@@ -422,27 +437,32 @@ class ActMaxResult:
 
 
 def summarize(lm: LabModel, cfg: ActMaxConfig, embeds: torch.Tensor, history: pd.DataFrame,
-              seconds: float = 0.0) -> ActMaxResult:
-    """Decode and gap-meter optimized embeddings; also turns a stopped run into a result."""
+              seconds: float = 0.0, start: torch.Tensor | None = None) -> ActMaxResult:
+    """Decode and gap-meter optimized embeddings; also turns a stopped run into a result.
+
+    `start`: the starting embeddings (recomputed from the config's seed when None).
+    """
     if history.empty:
         raise ValueError("nothing was computed yet: no step has run")
     embeds = embeds.detach().cpu()
+    start = (initial_embeddings(lm, cfg) if start is None else start).detach().cpu()
     last = history[history.step == history.step.max()].sort_values("restart")
     near = nearest_tokens(lm, embeds)
     top1 = near[near["rank"] == 1].sort_values(["restart", "position"]).token_id.to_numpy()
     gap = gap_meter(lm, cfg, embeds, last.target.to_numpy(),
-                    snapped_ids=torch.as_tensor(top1).reshape(embeds.shape[:2]))
+                    snapped_ids=torch.tensor(top1).reshape(embeds.shape[:2]))
     token_norm = float(lm.W_E.detach().float().norm(dim=-1).mean())
-    return ActMaxResult(cfg, lm.name, embeds, history.reset_index(drop=True), near, gap, seconds,
-                        int(history.step.max()), token_norm)
+    return ActMaxResult(cfg, lm.name, embeds, start, history.reset_index(drop=True), near, gap,
+                        seconds, int(history.step.max()), token_norm)
 
 
 def maximize(lm: LabModel, cfg: ActMaxConfig, on_step: OnStep | None = None,
              start: torch.Tensor | None = None) -> ActMaxResult:
     """Optimize, decode the result into tokens, and measure the gap to real text."""
     t0 = time.perf_counter()
-    embeds, history = optimize(lm, cfg, on_step, start)
-    return summarize(lm, cfg, embeds, history, time.perf_counter() - t0)
+    x0 = initial_embeddings(lm, cfg) if start is None else start
+    embeds, history = optimize(lm, cfg, on_step, x0)
+    return summarize(lm, cfg, embeds, history, time.perf_counter() - t0, x0)
 
 
 # ---------------------------------------------------------------- reproducibility
@@ -502,6 +522,13 @@ def token_statistics(token_ids: np.ndarray, vectors: np.ndarray | torch.Tensor,
 class ReproResult:
     optimized: TokenStats     # the optimized embeddings of every restart
     null: TokenStats          # random unoptimized vectors of the same shape and scale
+    same_as_start: int        # decoded tokens equal to the nearest token of their own start
+    step_cosine: np.ndarray   # [restarts, restarts] cosine of the displacements x - x0
+
+    @property
+    def mean_step_cosine(self) -> float:
+        """Do the restarts *move* the same way, even if they started far apart?"""
+        return TokenStats._off_diagonal_mean(self.step_cosine)
 
     def summary(self) -> pd.DataFrame:
         rows = []
@@ -522,6 +549,8 @@ class ReproResult:
 
     def to_json(self) -> dict:
         return {"summary": self.summary().to_dict(orient="records"),
+                "same_as_start": self.same_as_start,
+                "mean_displacement_cosine": self.mean_step_cosine,
                 "frequencies": self.optimized.frequencies.to_dict(orient="records"),
                 "null_frequencies": self.null.frequencies.to_dict(orient="records"),
                 "jaccard": self.optimized.jaccard.round(4).tolist(),
@@ -529,9 +558,13 @@ class ReproResult:
                 "null_jaccard": self.null.jaccard.round(4).tolist()}
 
 
-def _stats_of(lm: LabModel, vectors: torch.Tensor) -> TokenStats:
+def _top1(lm: LabModel, vectors: torch.Tensor) -> np.ndarray:
     R, T, D = vectors.shape
-    ids = nearest(lm, vectors.reshape(R * T, D), 1)[0].reshape(R, T).numpy()
+    return nearest(lm, vectors.reshape(R * T, D), 1)[0].reshape(R, T).numpy()
+
+
+def _stats_of(lm: LabModel, vectors: torch.Tensor) -> TokenStats:
+    ids = _top1(lm, vectors)
     return token_statistics(ids, vectors.detach().cpu().numpy(), token_texts(lm, ids))
 
 
@@ -539,4 +572,7 @@ def reproducibility(lm: LabModel, result: ActMaxResult) -> ReproResult:
     """How much the restarts agree, against random unoptimized vectors (same shape, scale)."""
     cfg = result.config
     null = random_embeddings(lm, cfg.seed, cfg.restarts, cfg.n_tokens, stream=1)
-    return ReproResult(_stats_of(lm, result.embeds), _stats_of(lm, null))
+    optimized = _stats_of(lm, result.embeds)
+    kept = int((optimized.token_ids == _top1(lm, result.start)).sum())
+    steps = torch.nn.functional.normalize((result.embeds - result.start).double().flatten(1), dim=-1)
+    return ReproResult(optimized, _stats_of(lm, null), kept, (steps @ steps.T).numpy())

@@ -119,7 +119,8 @@ if run:
 state = job.result
 if isinstance(state, actmax.Recorder):   # stopped mid-run: turn what was computed into a result
     if state.steps and state.model == lm.name:
-        state = actmax.summarize(lm, state.cfg, state.embeds, state.history, state.seconds)
+        state = actmax.summarize(lm, state.cfg, state.embeds, state.history, state.seconds,
+                                 state.start)
         job.update(state, progress=f"{state.steps_done} of {state.config.steps} steps")
     else:
         state = None
@@ -136,11 +137,14 @@ if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
                "neighbours' mean stays flat or sinks: the optimization singles out this one "
                "dimension rather than inflating everything.")
     per = res.per_restart()
-    m = st.columns(4)
+    m = st.columns(5)
     m[0].metric("Start activation", f"{per.initial.mean():.3f}")
     m[1].metric("Final activation", f"{per.final.mean():.3f}")
-    m[2].metric("Gain final / |start|", f"{per.gain.mean():,.0f}×")
+    m[2].metric("Gain final / |start|", f"{per.gain.mean():,.0f}×",
+                help="The final activation in units of the starting one's size (|start|).")
     m[3].metric("Best cosine to a real token", f"{res.best_cosine:.3f}")
+    m[4].metric("Moved from the start", f"{per.moved.mean():.0%}",
+                help="‖x − x₀‖ / ‖x₀‖: how far the vectors travelled, relative to their random start.")
     if cfg.restarts > 1:
         st.caption("Averages over restarts; the table at the bottom has each restart.")
 
@@ -153,7 +157,10 @@ if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
         f"Each optimized vector is compared with all {lm.vocab_size:,} token embeddings by cosine "
         f"similarity (1 = same direction, 0 = unrelated). The best match anywhere is "
         f"**{res.best_cosine:.2f}**: the optimized vectors point in directions that no real "
-        f"token occupies, so the decoded string is a poor description of what the dimension wants."
+        f"token occupies, so the decoded string is a poor description of what the dimension wants. "
+        f"The vectors moved {per.moved.mean():.0%} of their starting length (their norm is now "
+        f"{per.vector_norm.mean():.2f}; real tokens average {res.token_norm:.2f}): when that is "
+        f"small, the nearest tokens mostly reflect the random start, not the dimension."
     )
 
     st.subheader("Gap meter: does real text reach the optimum?")

@@ -90,7 +90,8 @@ if run:
 state = job.result
 if isinstance(state, actmax.Recorder):   # stopped mid-run: turn what was computed into a result
     if state.steps and state.model == lm.name:
-        state = actmax.summarize(lm, state.cfg, state.embeds, state.history, state.seconds)
+        state = actmax.summarize(lm, state.cfg, state.embeds, state.history, state.seconds,
+                                 state.start)
         job.update(state, progress=f"{state.steps_done} of {state.config.steps} steps")
     else:
         state = None
@@ -118,13 +119,28 @@ if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
                 delta=f"{opt.mean_jaccard - null.mean_jaccard:+.2f} vs null", delta_color="off")
     m[3].metric("Mean cosine between restarts", f"{opt.mean_cosine:.2f}",
                 delta=f"{opt.mean_cosine - null.mean_cosine:+.2f} vs null", delta_color="off")
+    m2 = st.columns(4)
+    m2[0].metric("Decoded tokens unchanged from the start", f"{rep.same_as_start} of {n_total}",
+                 help="Positions whose nearest token is the same before and after optimizing.")
+    m2[1].metric("Mean cosine of the moves x − x₀", f"{rep.mean_step_cosine:.2f}",
+                 help="Do the restarts travel in the same direction, even from different starts?")
+    m2[2].metric("Moved from the start", f"{res.moved.mean():.0%}",
+                 help="‖x − x₀‖ / ‖x₀‖, mean over restarts and positions.")
+    m2[3].metric("Final activation (min – max)",
+                 f"{res.final.min():.1f} – {res.final.max():.1f}")
     st.markdown(
         f"Of the **{n_total}** decoded tokens ({cfg.restarts} restarts × {cfg.n_tokens} "
         f"positions), **{n_opt}** are different; random unoptimized vectors give "
         f"**{n_null}**. The closer the two numbers, the less the optimization converges on "
         f"shared tokens. The seeds found 48 of 50 unique on GPT-2 small: almost no agreement. "
         f"The cosine between restarts' optimized vectors says whether they at least point the "
-        f"same way in embedding space even when their nearest tokens differ."
+        f"same way in embedding space even when their nearest tokens differ; the cosine of their "
+        f"*moves* (x − x₀) asks whether the gradient pushes every start in the same direction. "
+        f"**{rep.same_as_start} of {n_total}** decoded tokens are simply the nearest token of the "
+        f"random start (the vectors moved {res.moved.mean():.0%} of their length). "
+        + ("So most of what is decoded is the starting noise, not the dimension."
+           if rep.same_as_start > n_total / 2 else
+           "So the optimization did change what the vectors decode to.")
     )
     a, b = st.columns(2)
     with a:

@@ -248,6 +248,14 @@ def test_reproducibility_of_a_run_and_its_null_control(tiny):
     assert len(rep.pairs()) == 2 * 16
     null = actmax.random_embeddings(tiny, 0, 4, 5, stream=1)
     assert not torch.allclose(null, actmax.initial_embeddings(tiny, res.config))
+    # where each restart started, how far it moved, and whether the moves agree
+    torch.testing.assert_close(res.start, actmax.initial_embeddings(tiny, res.config))
+    moved = ((res.embeds - res.start).norm(dim=-1) / res.start.norm(dim=-1)).mean(-1)
+    np.testing.assert_allclose(res.moved, moved.numpy(), rtol=1e-5)
+    start_ids = actmax.nearest(tiny, res.start.reshape(20, -1), 1)[0].reshape(4, 5).numpy()
+    assert rep.same_as_start == int((start_ids == rep.optimized.token_ids).sum())
+    np.testing.assert_allclose(np.diag(rep.step_cosine), 1.0, atol=1e-9)
+    assert rep.mean_step_cosine > 0.5       # same target, same gradient direction
     json.dumps(rep.to_json())
 
 
