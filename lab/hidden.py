@@ -12,7 +12,7 @@ final norm rescales every token: "the last layer narrows again" can be a fact ab
 residual stream or only about the norm, and the two states tell which.
 
 Two steps, so that a page can cache the expensive one: `capture_states` runs the model once
-(seconds); `analyze` turns the states into tidy tables (milliseconds), for any `HiddenConfig`.
+(seconds); `analyze` turns the states into tidy tables (a fraction of that), for any `HiddenConfig`.
 """
 from __future__ import annotations
 
