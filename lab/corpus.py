@@ -86,6 +86,12 @@ def article_url(title_or_url: str) -> str:
     return "https://en.wikipedia.org/wiki/" + quote(text.replace(" ", "_"), safe="_()-,.'")
 
 
+def allowed_hosts_from_env() -> list[str]:
+    """Extra hosts from `$LAB_ALLOWED_HOSTS` (comma-separated): an operator's choice, e.g. a
+    local mirror or a test server; empty by default."""
+    return [h.strip().lower() for h in os.environ.get("LAB_ALLOWED_HOSTS", "").split(",") if h.strip()]
+
+
 def check_url(url: str, allowed_hosts: list[str] | tuple[str, ...] = ()) -> None:
     """Raise CorpusError unless `url` is https on a wikipedia.org host, or on an allowed host
     (where plain http is accepted too)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import pandas as pd
@@ -234,14 +234,14 @@ class Progress:
         return min(done / units, 1.0)
 
     def message(self) -> str:
-        eta = "" if self.eta is None else f", about {_duration(self.eta)} left"
+        eta = "" if self.eta is None else f", about {format_duration(self.eta)} left"
         if self.stage == "capture":
             return f"Capturing MLP outputs of all layers: batch {self.step}/{self.steps}{eta}"
         return (f"Layer {self.layer}: SAE epoch {self.step}/{self.steps} "
                 f"({self.layers_done}/{self.n_layers} layers done{eta})")
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
@@ -310,14 +310,57 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+# ---------------------------------------------------------------- shape of the curves
+
+def _spearman(a: pd.Series, b: pd.Series) -> float:
+    if len(a) < 3:
+        return float("nan")
+    return float(a.rank().corr(b.rank()))
+
+
+def shape_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the two questions the seed asks, answered from the rows:
+    does density rise with depth (Spearman rank correlation with the layer index), and is
+    the normalized MSE U-shaped (its minimum inside the middle third of the depth, with both
+    ends higher than the minimum by at least 10% of the curve's range)."""
+    out = []
+    for model, g in rows.sort_values("layer").groupby("model", sort=False):
+        nmse = g["nmse"].to_numpy()
+        lo = int(nmse.argmin()) if len(nmse) else 0
+        depth_min = float(g["relative_depth"].iloc[lo]) if len(nmse) else float("nan")
+        margin = 0.1 * (nmse.max() - nmse.min()) if len(nmse) else 0.0
+        u = (len(nmse) >= 3 and 1 / 3 <= depth_min <= 2 / 3
+             and nmse[0] - nmse[lo] > margin and nmse[-1] - nmse[lo] > margin)
+        out.append({"model": model, "layers": len(g),
+                    "density_vs_depth_rho": _spearman(g["layer"], g["density"]),
+                    "density_first": float(g["density"].iloc[0]),
+                    "density_last": float(g["density"].iloc[-1]),
+                    "nmse_min_layer": int(g["layer"].iloc[lo]) if len(nmse) else -1,
+                    "nmse_min_depth": depth_min, "nmse_u_shaped": bool(u)})
+    return pd.DataFrame(out)
+
+
+def describe_shape(s: dict) -> str:
+    """One sentence on a model's curves, from a shape_summary row."""
+    rho = s["density_vs_depth_rho"]
+    if rho != rho:  # NaN: too few layers
+        return f"{s['model']}: too few layers ({s['layers']}) to call a trend."
+    trend = ("rises with depth" if rho > 0.5 else "falls with depth" if rho < -0.5
+             else "shows no clear trend with depth")
+    u = "is U-shaped" if s["nmse_u_shaped"] else "is not U-shaped"
+    return (f"{s['model']}: density {trend} (rank correlation {rho:+.2f}; "
+            f"{s['density_first']:.3f} at the first layer, {s['density_last']:.3f} at the last); "
+            f"normalized MSE {u} (lowest at layer {s['nmse_min_layer']}, "
+            f"relative depth {s['nmse_min_depth']:.2f}).")
+
+
 # ---------------------------------------------------------------- export
 
-def export_json(results: pd.DataFrame, cfg: LaminarConfig, corpus_meta: dict | None = None,
-                extra: dict | None = None) -> str:
-    """Rows plus everything needed to reproduce them: config, seed, corpus, versions."""
+def export_json(results: pd.DataFrame, runs: dict[str, dict]) -> str:
+    """Rows plus everything needed to reproduce them: per model, the config (with its seed),
+    the corpus metadata, wall time; and the library versions."""
     import transformers
-    payload = {"experiment": "laminar profile", "config": asdict(cfg), "seed": cfg.seed,
-               "corpus": corpus_meta or {},
+    payload = {"experiment": "laminar profile (seed 004)", "runs": runs,
                "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-               **(extra or {}), "rows": json.loads(results.to_json(orient="records"))}
+               "rows": json.loads(results.to_json(orient="records"))}
     return json.dumps(payload, indent=2, default=str)

@@ -1,0 +1,320 @@
+"""lab.laminar on tiny-gpt2: one forward captures every layer, a fresh SAE per layer, one row
+per layer, seeded reproducibility, progress, the cost model, the CLI, and the page (AppTest)."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import app_test
+from lab import corpus, laminar
+from lab.hooks import run_with_hooks
+from lab.sae import init_sae
+
+TINY = laminar.preset("tiny")
+FIXTURES = Path(__file__).parent / "fixtures" / "wiki"
+
+
+@pytest.fixture(scope="module")
+def ids(tiny):
+    return corpus.tokenize(tiny.tokenizer, corpus.bundled_article().text)
+
+
+def _windows(tiny, n=4, T=16):
+    return torch.randint(0, tiny.vocab_size, (n, T), generator=torch.Generator().manual_seed(1))
+
+
+# ---------------------------------------------------------------- capture
+
+def test_capture_is_one_forward_per_batch_for_all_layers(tiny):
+    calls = []
+    handle = tiny.arch.blocks_of(tiny.model)[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        acts = laminar.capture_mlp_out(tiny, _windows(tiny), forward_batch=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 2                       # 4 windows / 2 per forward, not x 3 layers
+    assert acts.shape == (3, 4 * 15, tiny.d_model)  # position 0 of each window dropped
+    for layer in range(3):                        # equals a per-layer reference forward
+        ref = run_with_hooks(tiny, [f"blocks.{layer}.hook_mlp_out"], input_ids=_windows(tiny),
+                             detach=True)[f"blocks.{layer}.hook_mlp_out"]
+        assert torch.allclose(acts[layer], ref[:, 1:].reshape(-1, tiny.d_model), atol=1e-6)
+
+
+def test_capture_refuses_windows_longer_than_context(tiny):
+    with pytest.raises(ValueError, match="exceed tiny-gpt2's context of 1024"):
+        laminar.capture_mlp_out(tiny, torch.zeros(1, 1025, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- the sweep
+
+def test_one_row_per_layer(tiny, ids):
+    rows = laminar.sweep(tiny, ids, TINY)
+    assert list(rows.columns) == laminar.COLUMNS
+    assert rows["layer"].tolist() == [0, 1, 2]
+    assert rows["relative_depth"].tolist() == [0.0, 0.5, 1.0]
+    assert (rows["model"] == "tiny-gpt2").all()
+    assert (rows["n_tokens"] == TINY.n_tokens).all() and TINY.n_tokens == 2 * 15
+    assert (rows["n_latents"] == 2 * tiny.d_model).all()
+    assert rows["density"].between(0, 1).all() and (rows["density"] > 0).all()
+    assert rows["dead_fraction"].between(0, 1).all()
+    assert (rows["mse"] > 0).all() and (rows["nmse"] > 0).all() and rows["val_nmse"].notna().all()
+    assert (rows["seconds"] > 0).all()
+    # normalized MSE is the raw MSE over the layer's variance: raw differs more across layers
+    assert not rows["mse"].equals(rows["nmse"])
+
+
+def test_fresh_sae_per_layer(tiny, ids, monkeypatch):
+    seen = []
+    real = laminar.train_sae
+
+    def spy(acts, cfg, on_epoch=None, sae=None):
+        seen.append((sae, sae.W_enc.detach().clone(), acts))
+        return real(acts, cfg, on_epoch=on_epoch, sae=sae)
+
+    monkeypatch.setattr(laminar, "train_sae", spy)
+    laminar.sweep(tiny, ids, TINY)
+    assert len(seen) == 3 and len({id(s) for s, _, _ in seen}) == 3
+    scfg = TINY.sae_config(tiny.d_model)
+    for j, (sae, w0, acts) in enumerate(seen):
+        assert torch.equal(w0, init_sae(acts, scfg).W_enc)    # starts from the seeded init...
+        if j:
+            assert not torch.equal(w0, seen[j - 1][0].W_enc)  # ...not from the last layer's SAE
+
+
+def test_same_seed_same_rows_other_seed_other_rows(tiny, ids):
+    a = laminar.sweep(tiny, ids, TINY).drop(columns="seconds")
+    b = laminar.sweep(tiny, ids, TINY).drop(columns="seconds")
+    c = laminar.sweep(tiny, ids, replace(TINY, seed=1)).drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["nmse"].equals(c["nmse"])
+
+
+def test_layers_subset_and_windows_input(tiny):
+    rows = laminar.sweep(tiny, _windows(tiny, 2, 12), replace(TINY, layers=(2,)))
+    assert rows["layer"].tolist() == [2] and rows["relative_depth"].tolist() == [1.0]
+    assert rows["n_tokens"].tolist() == [2 * 11]
+    with pytest.raises(ValueError, match="layer 5 out of range"):
+        laminar.sweep(tiny, _windows(tiny), replace(TINY, layers=(0, 5)))
+
+
+def test_layers_arrive_one_by_one_and_progress_moves(tiny, ids):
+    partial, progress = [], []
+    laminar.sweep(tiny, ids, TINY, on_layer=lambda row, rows: partial.append((row, rows.copy())),
+                  on_progress=progress.append)
+    assert [len(rows) for _, rows in partial] == [1, 2, 3]
+    assert [row["layer"] for row, _ in partial] == [0, 1, 2]
+    fractions = [p.fraction for p in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert progress[0].stage == "capture" and progress[-1].stage == "train"
+    assert all(p.eta is not None and p.eta >= 0 for p in progress if p.stage == "train")
+    assert "Layer 2: SAE epoch 2/2 (2/3 layers done" in progress[-1].message()
+
+
+def test_stopping_keeps_finished_layers(tiny, ids):
+    kept = []
+
+    class Stop(Exception):
+        pass
+
+    def on_layer(row, rows):
+        kept.append(rows)
+        if len(rows) == 2:
+            raise Stop  # what a click on Stop does to the running script
+
+    with pytest.raises(Stop):
+        laminar.sweep(tiny, ids, TINY, on_layer=on_layer)
+    assert kept[-1]["layer"].tolist() == [0, 1]
+
+
+def test_topk_density_is_k_over_latents(tiny, ids):
+    cfg = replace(TINY, activation="topk", k=8)
+    rows = laminar.sweep(tiny, ids, cfg)
+    assert (rows["density"] <= 8 / 128 + 1e-6).all() and (rows["l0"] <= 8 + 1e-6).all()
+    assert (rows["density"] > 0.5 * 8 / 128).all()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"activation": "gelu"}, "activation must be one of"),
+    ({"window_len": 1}, "window_len must be at least 2"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"lr": float("nan")}, "lr must be a positive number"),
+    ({"layers": (1, 1)}, "layers must be distinct"),
+    ({"val_fraction": 1.0}, "val_fraction must be in"),
+])
+def test_config_is_validated(changes, message):
+    with pytest.raises(ValueError, match=message):
+        replace(TINY, **changes)
+    with pytest.raises(ValueError, match="unknown preset"):
+        laminar.preset("huge")
+
+
+def test_presets_match_the_issue():
+    seed = laminar.PRESETS["seed"]
+    assert (seed.n_windows, seed.window_len, seed.epochs, seed.activation) == (10, 1024, 75, "relu")
+    quick = laminar.PRESETS["quick"]
+    assert quick.n_tokens < seed.n_tokens and quick.epochs < seed.epochs
+    assert quick.expansion < seed.expansion
+
+
+# ---------------------------------------------------------------- cost model and shape
+
+def test_estimate_is_flops_over_measured_rates(tiny):
+    f_rate, s_rate = laminar.measure_rates(tiny, TINY)
+    assert f_rate > 0 and s_rate > 0 and math.isfinite(f_rate + s_rate)
+    est = laminar.estimate(tiny, TINY, (f_rate, s_rate))
+    assert est.n_layers == 3
+    assert est.total_seconds == pytest.approx(est.capture_seconds + 3 * est.layer_seconds)
+    assert est.layer_gflop * 1e9 == laminar.sae_flops(30, 64, 128, 2, 0.1)
+    # twice the tokens or epochs: twice the SAE work
+    assert laminar.sae_flops(60, 64, 128, 2, 0.1) == pytest.approx(2 * laminar.sae_flops(30, 64, 128, 2, 0.1))
+    assert laminar.forward_flops(tiny, 2, 16) > laminar.forward_flops(tiny, 1, 16)
+
+
+def test_shape_summary():
+    layers = list(range(6))
+    rows = pd.DataFrame({"model": "m", "layer": layers, "relative_depth": [i / 5 for i in layers],
+                         "density": [0.01, 0.02, 0.04, 0.05, 0.08, 0.1],
+                         "nmse": [0.5, 0.3, 0.1, 0.12, 0.3, 0.6]})
+    flat = rows.assign(model="n", nmse=[0.6, 0.5, 0.4, 0.3, 0.2, 0.1], density=[0.1] * 6)
+    s = laminar.shape_summary(pd.concat([rows, flat])).set_index("model")
+    assert s.loc["m", "density_vs_depth_rho"] == pytest.approx(1.0)
+    assert s.loc["m", "nmse_u_shaped"] and s.loc["m", "nmse_min_layer"] == 2
+    assert not s.loc["n", "nmse_u_shaped"]
+    text = laminar.describe_shape(s.reset_index().iloc[0].to_dict())
+    assert "density rises with depth" in text and "is U-shaped" in text
+
+
+def test_export_json(tiny, ids):
+    rows = laminar.sweep(tiny, ids, TINY)
+    out = json.loads(laminar.export_json(rows, {"tiny-gpt2": {"config": {"seed": 0}}}))
+    assert len(out["rows"]) == 3 and out["runs"]["tiny-gpt2"]["config"]["seed"] == 0
+    assert "torch" in out["versions"]
+
+
+# ---------------------------------------------------------------- CLI
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lab", "laminar", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_tiny_csv_json(tmp_path):
+    out = tmp_path / "rows.csv"
+    r = _cli("--model", "tiny-gpt2", "--preset", "tiny", "--csv", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    payload = json.loads(r.stdout)
+    assert [row["layer"] for row in payload["rows"]] == [0, 1, 2]
+    assert payload["corpus"]["source"] == "bundled"
+    assert pd.read_csv(out)["layer"].tolist() == [0, 1, 2]
+    assert r.stderr.count("layer ") == 3   # one progress line per layer
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Light-emitting diodes make light. " * 20)
+    for args, why in ((["--url", "http://en.wikipedia.org/wiki/LED"], "plain http"),
+                      (["--url", "https://example.org/LED"], "not on the allow-list"),
+                      (["--text-file", str(short), "--preset", "seed"], "what fits"),
+                      (["--layers", "0,x"], "comma-separated integers")):
+        r = _cli("--model", "tiny-gpt2", *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and why in r.stderr, r.stderr
+    r = _cli("--model", "tiny-gpt2", "--text-file", str(short), "--preset", "tiny",
+             "--windows", "50", "--fit", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["config"]["n_windows"] < 50
+
+
+# ---------------------------------------------------------------- the page
+
+def _small(at):
+    at.number_input(key="lam_windows_quick").set_value(2)
+    at.number_input(key="lam_len_quick").set_value(24)
+    at.number_input(key="lam_epochs_quick").set_value(2)
+    return at
+
+
+def _texts(at) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "caption", "error", "warning", "info")
+                    for e in getattr(at, kind))
+
+
+def test_page_runs_a_tiny_sweep_and_draws_all_layers():
+    at = app_test("pages/laminar.py")
+    assert not at.exception
+    assert "Estimated time" in _texts(at)
+    assert at.metric[0].label == "Tokens (tiny-gpt2)" and at.metric[2].value == "bundled"
+    _small(at).button(key="lam_run").click()
+    at.run()
+    assert not at.exception
+    run = at.session_state["lam_results"]["tiny-gpt2"]
+    assert run["finished"] and run["rows"]["layer"].tolist() == [0, 1, 2]
+    assert at.get("progress")[0].proto.value == 100
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert len(specs) == 4
+    titles = [s["encoding"]["y"]["title"] for s in specs]
+    assert titles[0].startswith("density") and titles[1].startswith("normalized MSE")
+    data = [v for s in specs for v in s.get("datasets", {}).values()]
+    assert any(len(d) == 3 for d in data) and any(len(d) == 6 for d in data)  # nmse: train + held out
+    assert "tiny-gpt2: density" in _texts(at)
+    # relative depth on the x-axis
+    at.radio(key="lam_x").set_value("relative depth").run()
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert spec["encoding"]["x"]["field"] == "relative_depth" and not at.exception
+
+
+def test_page_bad_inputs_say_one_sentence_and_stay_usable():
+    at = app_test("pages/laminar.py")
+    at.radio(key="lam_source").set_value("Wikipedia article").run()
+    at.text_input(key="lam_article").set_value("https://example.com/wiki/LED").run()
+    at.button(key="lam_fetch").click().run()
+    assert not at.exception
+    assert any("not on the allow-list" in e.value for e in at.error)
+    assert at.metric[2].value == "bundled"            # the bundled text serves instead
+    assert at.button(key="lam_run") is not None         # still usable
+    # a corpus too short for the preset: say so, offer what fits, and take the offer
+    at.radio(key="lam_source").set_value("Paste or upload").run()
+    at.text_area(key="lam_paste").set_value("LEDs make light from current. " * 40).run()
+    at.radio(key="lam_preset").set_value("seed").run()
+    assert any("what fits" in w.value for w in at.warning) and not at.exception
+    offer = [b for b in at.button if b.key and b.key.startswith("lam_fit_")][0]
+    offer.click().run()
+    assert not any("what fits" in w.value for w in at.warning)
+    assert "Estimated time" in _texts(at)
+
+
+@pytest.fixture
+def wiki_server(monkeypatch):
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(FIXTURES))
+    handler.log_message = lambda *a: None
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setenv("LAB_ALLOWED_HOSTS", "127.0.0.1")
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_page_fetches_an_article(wiki_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    at = app_test("pages/laminar.py")
+    at.radio(key="lam_source").set_value("Wikipedia article").run()
+    at.text_input(key="lam_article").set_value(f"{wiki_server}/led.html").run()
+    assert any("Not fetched yet" in i.value for i in at.info)
+    at.button(key="lam_fetch").click().run()
+    assert not at.exception and not at.error
+    assert at.metric[2].value == "live" and at.metric[3].value == "1187000001"
+    at.text_input(key="lam_article").set_value(f"{wiki_server}/no_body.html").run()
+    at.button(key="lam_fetch").click().run()
+    assert any("no mw-body-content" in e.value for e in at.error) and not at.exception
