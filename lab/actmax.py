@@ -37,10 +37,12 @@ REDUCES = ("mean", "last")
 TOP_K = 5                  # nearest vocabulary tokens reported per optimized vector
 N_RANDOM = 100             # random real-token sequences in the gap meter
 # Default penalty weight, per restart on the *summed* squares ||x||^2. The seeds name the
-# penalty (-a + lambda ||x||^2) but not lambda. 1e-3 keeps x bounded without fighting the
-# target: at this weight the penalty's pull 2*l2*x is ~1e-3 of a typical gradient of `a`
-# early on, so it only bites once x has grown far beyond real embeddings (see the page).
-DEFAULT_L2 = 1e-3
+# penalty (-a + lambda ||x||^2) but not lambda. Its job is to keep x at the scale of real
+# token embeddings, so that cosine decoding and the gap meter compare like with like. Measured
+# on SmolLM2 (layer 8, dim 91, 10 restarts x 500 steps, lr 1e-3): lambda = 0, 0.01, 0.1, 1
+# give final activations 342, 341, 343, 339 (no cost to the target) and mean vector norms
+# 3.43, 3.41, 3.26, 2.45 against 3.20 for real tokens: 0.1 is where x stays token-sized.
+DEFAULT_L2 = 0.1
 
 
 @dataclass(frozen=True)

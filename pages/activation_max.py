@@ -68,11 +68,12 @@ with st.expander("What exactly is optimized", icon=":material/info:"):
   instead rotates queries and keys inside attention (rotary embeddings). Either way the
   model sees positions exactly as it does for real text.
 - **λ (L2 weight), default {actmax.DEFAULT_L2:g}.** The seeds name the penalty but not its weight. It
-  exists to stop x from growing without bound. With Adam each number moves at most about
-  lr per step, so over 500 steps at lr 10⁻³ x cannot run away anyway; a small λ keeps the
-  vectors near the size of real token embeddings (whose norm the summary reports) without
-  fighting the target. Raise it to 0.1–1 to see the vectors shrink and the activation
-  climb more slowly.
+  keeps x at the size of real token embeddings, so that comparing x with real tokens (the
+  cosine decoding, the gap meter) compares like with like. On SmolLM2 (layer 8, dim 91, 10
+  restarts) λ = 0, 0.01, 0.1, 1 reached the same activation (339–343) while the vectors'
+  norm went 3.43, 3.41, 3.26, 2.45; real tokens average 3.20. So 0.1 keeps the vectors
+  token-sized at no cost to the target. (With Adam each number moves at most about lr per
+  step, so over 500 steps at lr 10⁻³ x cannot run away even at λ = 0.)
 - Restarts run as one batch; the loss is summed over restarts, so each restart follows
   exactly the path it would follow alone. Restart r starts from a random generator seeded
   with (sidebar seed, r).
