@@ -140,12 +140,12 @@ class HiddenConfig:
     """How the captured states become statistics (the forward pass does not depend on it)."""
 
     keep_first_token: bool = False  # token 0 has no context and carries extreme values: dropped by default
-    n_bins: int = 120               # histogram bins; the same edges for every state
+    n_bins: int = 80                # histogram bins; the same edges for every state
     bin_scale: str = "symlog"       # "symlog": equal width on a symlog axis (fine near 0, wide in the tails); "linear"
     outlier_std: float = 5.0        # a value is an outlier when |x - mean| > outlier_std * std of its state
     top_dims: int = 3               # outlier dimensions listed per state (largest max |x| over tokens)
-    points_per_state: int = 120     # scatter points per state sent to the browser
-    extremes_per_state: int = 12    # of those, the largest |x| values, so outliers always show
+    points_per_state: int = 60      # scatter points per state sent to the browser (~1.9k for 32 states)
+    extremes_per_state: int = 6     # of those, the largest |x| values, so outliers always show
     seed: int = 0                   # picks the random part of the scatter sample
 
     def __post_init__(self):
