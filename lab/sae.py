@@ -10,11 +10,14 @@ Weights are stored [n_latents, d_in]: row i is what latent i reads (encoder) and
 `scale` is a scalar fixed from the training data so that the inputs have unit mean variance
 per dimension: the L1 weight and the latent values then mean the same on every layer.
 
-Speed: a training step runs one dense matmul without autograd to find the active latents,
-then recomputes only those (`F.embedding` of their encoder rows) and decodes them with
-`F.embedding_bag` with per-sample weights; the gradients equal dense autograd (tests check
-this), because an inactive latent contributes no gradient anyway. The ReLU + L1 code uses
-the same sparse step once it has gone sparse (after a few epochs), dense steps before.
+Speed: a training step runs one dense matmul without autograd to find the active entries
+of the code (Top-K: k per row; ReLU: the positive ones), then a custom autograd function
+decodes only those (`F.embedding_bag` with per-sample weights) and backpropagates through
+them with a sampled matmul and a sparse-by-dense product. The gradients equal dense
+autograd (tests check this): an inactive latent contributes no gradient anyway. A ReLU + L1
+code starts dense and takes dense steps until it is sparse enough (SPARSE_CUTOFF).
+Loss: mean squared error per element of the normalized input (+ l1 * the code's sum per
+row, averaged over rows, for ReLU).
 """
 from __future__ import annotations
 

@@ -236,17 +236,17 @@ def _downloads(run: dict, res: lsel.TextSAEAnalysis) -> None:
     c = st.columns(4)
     c[0].download_button("SAE (safetensors + config)", lsae.to_zip_bytes(run["sae"], meta),
                          f"sae_{run['id']}.zip", "application/zip", key="sae_dl_model",
-                         icon=":material/download:")
+                         icon=":material/download:", on_click="ignore")
     c[1].download_button("History (CSV)", lsae.history_frame(run["rows"]).to_csv(index=False),
                          f"sae_{run['id']}_history.csv", "text/csv", key="sae_dl_hist",
-                         icon=":material/download:")
+                         icon=":material/download:", on_click="ignore")
     c[2].download_button("Selectivity (CSV)", res.selectivity.table.to_csv(index=False),
                          f"sae_{run['id']}_selectivity.csv", "text/csv", key="sae_dl_sel",
-                         icon=":material/download:")
+                         icon=":material/download:", on_click="ignore")
     summary = {**meta, "final": run["rows"][-1], **res.summary()}
     c[3].download_button("Summary (JSON)", json.dumps(summary, indent=2, default=str),
                          f"sae_{run['id']}_summary.json", "application/json", key="sae_dl_json",
-                         icon=":material/download:")
+                         icon=":material/download:", on_click="ignore")
 
 
 # ---------------------------------------------------------------- the page
@@ -269,9 +269,11 @@ if st.button("Train", type="primary", key="sae_train", icon=":material/play_arro
         warn = lsae.data_warning(ta.n_tokens, cfg.latents_for(ta.acts.shape[1]))
         st.caption(f"{ta.n_tokens} tokens x {ta.acts.shape[1]} from {ta.hook}"
                    + ("; first token dropped." if drop_first else "."))
+        warn_slot = st.empty()      # shown while training; the results repeat it
         if warn:
-            st.warning(warn, icon=":material/warning:")
+            warn_slot.warning(warn, icon=":material/warning:")
         _train(ta, text, layer, cfg)
+        warn_slot.empty()
 
 runs = st.session_state.get(RUNS, [])
 if runs:

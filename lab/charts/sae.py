@@ -7,13 +7,13 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-_CURVES = [("loss", "loss (normalized MSE + L1)"),
+_CURVES = [("loss", "loss (MSE of normalized input, + L1)"),
            ("nmse", "normalized MSE (MSE / input variance)"),
            ("l0", "L0 (active latents per token)")]
 _SPLIT_SCALE = alt.Scale(domain=["train", "val"], range=["#1f77b4", "#ff7f0e"])
 
 
-def training_curves(history: pd.DataFrame, width: int = 260, height: int = 200) -> alt.HConcatChart:
+def training_curves(history: pd.DataFrame, width: int = 225, height: int = 190) -> alt.HConcatChart:
     """Loss, normalized MSE and L0 per epoch, train vs held-out rows.
     Look for: the validation nMSE falling with the training one (learning) or flattening
     while training keeps falling (memorising the few tokens)."""
