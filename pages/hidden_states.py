@@ -123,13 +123,15 @@ with h2:
                "states co-vary most with the last one.")
 
 st.subheader("Summary per state")
-st.dataframe(view.summary.drop(columns=["state"]), hide_index=True, column_config={
+columns = {
     "label": "state", "values": st.column_config.NumberColumn("values", help="tokens x d_model"),
-    "outlier_frac": st.column_config.NumberColumn(
-        f"fraction |x - mean| > {cfg.outlier_std:g} std", format="%.4f"),
+    "outlier_frac": st.column_config.NumberColumn(f"fraction |x - mean| > {cfg.outlier_std:g} std",
+                                                  format="%.4f"),
     "excess_kurtosis": st.column_config.NumberColumn("excess kurtosis", format="%.1f",
                                                      help="0 for a normal distribution"),
-    "top_dims": st.column_config.TextColumn("top dimensions (max |x|)")})
+    "top_dims": st.column_config.TextColumn("top dimensions (max |x|)")}
+st.dataframe(view.summary.drop(columns=["state"]), hide_index=True, column_config=columns,
+             height=35 * (len(view.summary) + 1) + 3)  # every state visible, no inner scroll
 
 d1, d2, d3 = st.columns(3)
 d1.download_button("Summary (CSV)", result.summary.to_csv(index=False), "hidden_summary.csv",

@@ -12,7 +12,9 @@ but one trivial `datum`:
   - `aria=False`: no per-mark ARIA description string (a `format()` call per field per
     point; a screen reader gets nothing from 2,500 of them anyway; chart titles remain);
   - nominal axes sort by a field (an aggregate) rather than an explicit list (a per-datum
-    `indexof` calculation), and no lookup transforms.
+    `indexof` calculation), and no lookup transforms;
+  - canvas, not SVG: Streamlit picks SVG below 2,000 marks, and a 32 x 32 heatmap in SVG is
+    a thousand DOM nodes for the browser to lay out (`usermeta=_CANVAS`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pandas as pd
 VALUE_TITLE = "activation value (residual-stream units)"
 STATE_LEGEND = "state (0 = embed)"
 _DATUM = {"content": "data"}  # tooltip: every field of the hovered datum
+_CANVAS = {"embedOptions": {"renderer": "canvas"}}
 _BY_STATE = alt.EncodingSortField("state", op="min")
 _BY_STATE_B = alt.EncodingSortField("state_b", op="min")
 
@@ -61,7 +64,7 @@ def token_scatter(points: pd.DataFrame, symlog_y: bool = False) -> alt.Chart:
     return _points_chart(points).encode(
         x=alt.X("token:Q", title="token position (index in the text)"),
         y=_y_value(symlog_y), color=_state_color(),
-    ).properties(title="Values by token position")
+    ).properties(title="Values by token position", usermeta=_CANVAS)
 
 
 def dim_scatter(points: pd.DataFrame, symlog_y: bool = False) -> alt.Chart:
@@ -69,7 +72,7 @@ def dim_scatter(points: pd.DataFrame, symlog_y: bool = False) -> alt.Chart:
     return _points_chart(points).encode(
         x=alt.X("dimension:Q", title="residual dimension (index 0 .. d_model - 1)"),
         y=_y_value(symlog_y), color=_state_color(),
-    ).properties(title="Values by residual dimension")
+    ).properties(title="Values by residual dimension", usermeta=_CANVAS)
 
 
 def histogram_grid(histogram: pd.DataFrame, bin_scale: str = "symlog", constant: float = 1.0,
@@ -99,7 +102,8 @@ def histogram_grid(histogram: pd.DataFrame, bin_scale: str = "symlog", constant:
     )
     return base.facet(facet=alt.Facet("layer:N", sort=_BY_STATE, title=None,
                                       header=alt.Header(labelFontSize=11)),
-                      columns=columns).properties(title="Distribution of values per state")
+                      columns=columns).properties(title="Distribution of values per state",
+                                                  usermeta=_CANVAS)
 
 
 def heatmap(pairs: pd.DataFrame, value: str = "r2") -> alt.Chart:
@@ -124,7 +128,7 @@ def heatmap(pairs: pd.DataFrame, value: str = "r2") -> alt.Chart:
         x=alt.X("vs layer:N", title="state (layer)", sort=_BY_STATE_B, axis=alt.Axis(labelAngle=-60, **small)),
         y=alt.Y("layer:N", title="state (layer)", sort=_BY_STATE, axis=alt.Axis(**small)),
         color=color,
-    ).properties(title=title)
+    ).properties(title=title, usermeta=_CANVAS)
 
 
 def spread_chart(summary: pd.DataFrame) -> alt.Chart:
@@ -140,4 +144,4 @@ def spread_chart(summary: pd.DataFrame) -> alt.Chart:
         # a short title: Streamlit fits labels and titles into the height, a long one squeezes the plot
         y=alt.Y("spread:Q", title="spread (resid. units, log)", scale=alt.Scale(type="log")),
         color=alt.Color("measure:N", title=None),
-    ).properties(title="Spread of values per state")
+    ).properties(title="Spread of values per state", usermeta=_CANVAS)
