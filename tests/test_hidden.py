@@ -47,7 +47,7 @@ def test_one_forward_pass_captures_every_state(tiny):
     assert states.labels == ("embed", "block 0", "block 1", "block 2", "final norm")
 
 
-@pytest.mark.parametrize("which", ["tiny", "smol"])
+@pytest.mark.parametrize("which", ["tiny", pytest.param("smol", marks=pytest.mark.slow)])
 def test_states_match_hf_hidden_states(which, request):
     """Parity with HF's own recorder: raw states equal hidden_states[0..n-1] and the
     final-norm state equals HF's last entry (which has the norm applied); the raw last differs."""
