@@ -43,11 +43,12 @@ def density_histogram(stats: pd.DataFrame, bins: int = 30) -> alt.Chart:
         counts, edges = np.histogram(np.log10(alive), bins=edges)
         frame = pd.DataFrame({"lo": 10 ** edges[:-1], "hi": 10 ** edges[1:], "count": counts})
         frame = frame[frame["count"] > 0]
-    return alt.Chart(frame, title=title).mark_bar().encode(
+    return alt.Chart(frame, title=title).mark_rect(stroke="white", strokeWidth=0.5).encode(
         x=alt.X("lo:Q", title="density (fraction of tokens where the latent is > 0, log)",
                 scale=alt.Scale(type="log")),
         x2="hi:Q",
         y=alt.Y("count:Q", title="latents (count)"),
+        y2=alt.datum(0),
         tooltip=[alt.Tooltip("lo:Q", format=".3g", title="from"),
                  alt.Tooltip("hi:Q", format=".3g", title="to"), "count:Q"],
     ).properties(height=240)
