@@ -105,12 +105,13 @@ if run:
     def on_step(info: actmax.StepInfo) -> None:
         rec.add(info)   # partial results live in session_state: a Stop keeps them
         job.update(rec, progress=f"step {info.step} of {info.steps}")
-        if info.step % every == 0 or info.step == info.steps:
+        if info.step % every == 0 or info.step == info.steps:   # redrawing costs: every few steps
             bar.progress(info.step / info.steps,
                          text=f"Step {info.step} of {info.steps} · dim {cfg.dim} = "
                               f"{info.target.mean():.3f} · {rec.seconds:.0f} s")
-            chart_slot.altair_chart(charts.activation_curves(rec.history, cfg.dim, cfg.steps),
-                                    width="stretch")
+            if info.step > 0:   # a line needs two points
+                chart_slot.altair_chart(charts.activation_curves(rec.history, cfg.dim, cfg.steps),
+                                        width="stretch")
 
     job.finish(actmax.maximize(lm, cfg, on_step=on_step))
     stop_slot.empty()
@@ -175,8 +176,8 @@ if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
     st.caption(
         f"Look for: how far the optimum sits from everything real. The nearest tokens reach "
         f"{gap['snapped_mean']:.3f}, above {gap['snapped_percentile_mean']:.0f}% of random "
-        f"real-token sequences (max {gap['random_max']:.3f}). The x axis is symlog: linear near 0, "
-        f"logarithmic far from it, so both the optimum and the real tokens fit.")
+        f"real-token sequences (max {gap['random_max']:.3f}). When the axis says symlog it is "
+        f"linear near 0 and logarithmic far from it, so the optimum and the real tokens both fit.")
 
     with st.expander("Every restart"):
         st.dataframe(per, hide_index=True, width="stretch")

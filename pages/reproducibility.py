@@ -75,12 +75,13 @@ if run:
     def on_step(info: actmax.StepInfo) -> None:
         rec.add(info)   # partial results live in session_state: a Stop keeps them
         job.update(rec, progress=f"step {info.step} of {info.steps}")
-        if info.step % every == 0 or info.step == info.steps:
+        if info.step % every == 0 or info.step == info.steps:   # redrawing costs: every few steps
             bar.progress(info.step / info.steps,
                          text=f"Step {info.step} of {info.steps} · {cfg.restarts} restarts · "
                               f"{rec.seconds:.0f} s")
-            chart_slot.altair_chart(charts.restart_curves(rec.history, cfg.dim, cfg.steps),
-                                    width="stretch")
+            if info.step > 0:   # a line needs two points
+                chart_slot.altair_chart(charts.restart_curves(rec.history, cfg.dim, cfg.steps),
+                                        width="stretch")
 
     job.finish(actmax.maximize(lm, cfg, on_step=on_step))
     stop_slot.empty()
@@ -120,7 +121,7 @@ if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
     m[3].metric("Mean cosine between restarts", f"{opt.mean_cosine:.2f}",
                 delta=f"{opt.mean_cosine - null.mean_cosine:+.2f} vs null", delta_color="off")
     m2 = st.columns(4)
-    m2[0].metric("Decoded tokens unchanged from the start", f"{rep.same_as_start} of {n_total}",
+    m2[0].metric("Tokens unchanged from the start", f"{rep.same_as_start} of {n_total}",
                  help="Positions whose nearest token is the same before and after optimizing.")
     m2[1].metric("Mean cosine of the moves x − x₀", f"{rep.mean_step_cosine:.2f}",
                  help="Do the restarts travel in the same direction, even from different starts?")
@@ -161,7 +162,8 @@ if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
                f"{null.mean_jaccard:.2f}.")
     j2.altair_chart(charts.matrix_chart(pairs[pairs.vectors == "optimized"], "cosine",
                                         "cosine of optimized vectors"), width="content")
-    j2.caption("Cosine between two restarts' whole optimized inputs (all positions flattened). "
+    j2.caption("Cosine between two restarts' whole optimized inputs (all positions flattened; "
+               "1 = same direction, 0 = unrelated, −1 = opposite). "
                f"Mean off the diagonal: {opt.mean_cosine:.2f}, null control {null.mean_cosine:.2f}.")
 
     with st.expander("Frequency table (numpy.unique over all restarts × positions)"):

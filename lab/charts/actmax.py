@@ -63,13 +63,32 @@ def restart_curves(history: pd.DataFrame, dim: int, steps: int | None = None) ->
     return (neigh + target).properties(height=320)
 
 
+def symlog_ticks(values) -> list[float]:
+    """0 and the signed powers of ten (>= 1) that span `values` (vega's own symlog ticks crowd)."""
+    import math
+    lo, hi = float(min(values)), float(max(values))
+    ticks = [0.0]
+    for sign, end in ((1, hi), (-1, -lo)):
+        if end >= 1:
+            ticks += [sign * 10.0 ** p for p in range(0, math.ceil(math.log10(end)) + 1)]
+    return sorted(set(ticks))
+
+
 def gap_chart(gap_frame: pd.DataFrame, dim: int) -> alt.Chart:
-    """Dot plot on a symlog axis: optimum vs nearest real tokens vs random real tokens."""
+    """Dot plot: optimum vs nearest real tokens vs random real tokens.
+
+    A symlog axis when the optimum is far beyond the rest (linear near 0, logarithmic far
+    out), so both the optimum and the real tokens stay readable; a linear axis otherwise.
+    """
     order = ["optimized embeddings", "nearest tokens", "random tokens"]
+    wide = gap_frame.activation.abs().max() >= 20
+    x = (alt.X("activation:Q", title=f"activation of dim {dim} (residual units, symlog scale)",
+               scale=alt.Scale(type="symlog"),
+               axis=alt.Axis(values=symlog_ticks(gap_frame.activation), format="~g"))
+         if wide else alt.X("activation:Q", title=f"activation of dim {dim} (residual units)"))
     return alt.Chart(gap_frame).mark_circle(size=70, opacity=0.6).encode(
-        x=alt.X("activation:Q", title=f"activation of dim {dim} (residual units, symlog scale)",
-                scale=alt.Scale(type="symlog")),
-        y=alt.Y("source:N", title=None, sort=order),
+        x=x,
+        y=alt.Y("source:N", title=None, sort=order, axis=alt.Axis(labelLimit=250)),
         color=alt.Color("source:N", sort=order, legend=None),
         tooltip=["source", "item", alt.Tooltip("activation:Q", format=".3f")],
     ).properties(height=170)
@@ -100,13 +119,26 @@ def frequency_chart(freq: pd.DataFrame, top: int = 20) -> alt.Chart:
 
 
 def matrix_chart(pairs: pd.DataFrame, value: str, title: str) -> alt.Chart:
-    """Heatmap of a restart x restart matrix (`value` = "jaccard" or "cosine")."""
+    """Heatmap of a restart x restart matrix (`value` = "jaccard" or "cosine").
+
+    Cells are sized by step (not by the container), so the matrix stays square and readable
+    in a half-width column; numbers are printed in the cells up to 12 restarts.
+    """
+    n = int(pairs.restart_a.nunique())
+    step = max(10, min(30, 300 // max(n, 1)))
+    # Jaccard lives in [0, 1]; a cosine can be negative: diverging colours centred on 0.
+    scale = (alt.Scale(domain=[-1, 1], scheme="redblue") if value == "cosine"
+             else alt.Scale(domain=[0, 1], scheme="blues"))
     base = alt.Chart(pairs).encode(
-        x=alt.X("restart_b:O", title="restart"), y=alt.Y("restart_a:O", title="restart"))
+        x=alt.X("restart_b:O", title="restart", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("restart_a:O", title="restart"))
     rect = base.mark_rect().encode(
-        color=alt.Color(f"{value}:Q", title=title, scale=alt.Scale(domain=[0, 1], scheme="blues")),
+        color=alt.Color(f"{value}:Q", title=title, scale=scale,
+                        legend=alt.Legend(orient="bottom", gradientLength=200)),
         tooltip=["restart_a", "restart_b", alt.Tooltip(f"{value}:Q", format=".2f")])
-    text = base.mark_text(fontSize=10).encode(
-        text=alt.Text(f"{value}:Q", format=".2f"),
-        color=alt.condition(alt.datum[value] > 0.6, alt.value("white"), alt.value("black")))
-    return (rect + text).properties(height=300, width=320)
+    chart = rect
+    if n <= 12:
+        chart = rect + base.mark_text(fontSize=9).encode(
+            text=alt.Text(f"{value}:Q", format=".1f"),
+            color=alt.condition(f"abs(datum.{value}) > 0.6", alt.value("white"), alt.value("black")))
+    return chart.properties(width=alt.Step(step), height=alt.Step(step))
