@@ -121,5 +121,13 @@ def screenshot(pg, name: str) -> Path:
     out = ARTIFACTS / "screens"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
+    # Streamlit scrolls inside its main block, so full_page alone shows one screen: grow the
+    # viewport to the content first.
+    height = pg.evaluate("() => { const m = document.querySelector(\"[data-testid='stMain']\");"
+                         " return m ? m.scrollHeight : document.body.scrollHeight; }")
+    size = pg.viewport_size or {"width": 1400, "height": 1000}
+    pg.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height) + 50, 12000))})
+    time.sleep(0.5)
     pg.screenshot(path=str(path), full_page=True)
+    pg.set_viewport_size(size)
     return path
