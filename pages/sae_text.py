@@ -19,6 +19,7 @@ from ui.common import current_model, first_line, seed
 from ui.jobs import Job, stop_button
 
 RUNS = "sae_runs"              # session_state: list of trained runs (dicts), newest last
+MAX_RUNS = 6                   # older runs are dropped (each holds an SAE and its activations)
 DEFAULT_TEXT = "palinka.txt"
 CHART_EVERY_S = 0.5            # redraw the live curves at most this often
 
@@ -92,7 +93,9 @@ def _train(ta: lsae.TextActivations, text: str, layer: int, cfg: lsae.SAEConfig)
     run = {"id": uuid.uuid4().hex[:8], "model": lm.name, "layer": layer, "hook": ta.hook,
            "text": text, "acts": ta, "config": cfg, "sae": sae, "rows": [], "seconds": 0.0,
            "status": "training", "seed": cfg.seed}
-    st.session_state.setdefault(RUNS, []).append(run)
+    runs = st.session_state.setdefault(RUNS, [])
+    runs.append(run)
+    del runs[:-MAX_RUNS]
     st.session_state["sae_view"] = run["id"]
     job.start(cfg)
     stop_slot = st.empty()
@@ -168,16 +171,21 @@ def _show(run: dict) -> None:
     m[4].metric("Tokens", run["acts"].n_tokens)
 
     st.subheader("Selectivity: is there a geography latent?")
-    c1, c2, c3 = st.columns([2, 2, 1])
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 2])
     target = c1.text_input("Target words (comma separated)", "Romania, Hungary, Greece",
-                           key="sae_target")
+                           key="sae_target", help="Every sub-token of a word counts.")
     control = c2.text_input("Control words", "fruit, alcohol", key="sae_control")
     shuffles = c3.number_input("Shuffles", 1000, 20000, 1000, step=500, key="sae_shuffles",
                                help="Permutation draws; p-values go down to 1/(shuffles+1).")
+    pool = c4.radio("Shuffled targets are drawn from", lsel.POOLS, key="sae_pool",
+                    format_func={"text": "any non-control token",
+                                 "labelled": "the target + control tokens"}.get,
+                    help="'any non-control token' asks whether the targets stand out from the "
+                         "rest of the text; 'target + control' only swaps the two lists' labels.")
     try:
         sel_cfg = lsel.SelectivityConfig(target=lsel.parse_words(target),
                                          control=lsel.parse_words(control),
-                                         n_shuffles=int(shuffles), seed=run["seed"])
+                                         n_shuffles=int(shuffles), pool=pool, seed=run["seed"])
         res = _analysis(run, sel_cfg)
     except ValueError as e:
         st.error(first_line(e), icon=":material/error:")

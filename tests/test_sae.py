@@ -378,6 +378,17 @@ def test_page_trains_and_shows_results():
     assert {"latent", "score", "p", "p_fwer", "n_chance", "survives"} <= set(table.columns)
     assert any("survive the control" in s.value for s in [*at.success, *at.error])
     assert any("tokens per latent" in w.value for w in at.warning)
+    # the other null: labels swapped between the two lists only
+    at.radio(key="sae_pool").set_value("labelled")
+    at.run()
+    assert not at.exception
+    assert any("survive the control" in s.value for s in [*at.success, *at.error])
+    # a second run stays in the session next to the first
+    at.number_input(key="sae_epochs").set_value(2)
+    at.button(key="sae_train").click()
+    at.run()
+    assert not at.exception
+    assert len(at.selectbox(key="sae_view").options) == 2
     # a word list with no token in the text: one sentence naming the words
     at.text_input(key="sae_target").set_value("Narnia, Gondor")
     at.run()
