@@ -215,7 +215,7 @@ def _show(run: dict) -> None:
                f"{sel.n_control} control tokens + {sel_cfg.eps:g}). p: this latent's own "
                "permutation p-value; p_fwer: chance that the best of all latents scores this "
                "high on shuffled labels (survives when < 0.05); n_chance: latents expected to "
-               "score this high by chance.")
+               "score this high by chance." + _empty_control_note(sel, sel_cfg.eps))
     st.dataframe(sel.top(), hide_index=True, width="stretch",
                  column_config={"score": st.column_config.NumberColumn(format="%.4g"),
                                 "p": st.column_config.NumberColumn(format="%.4f"),
@@ -237,6 +237,15 @@ def _show(run: dict) -> None:
         st.caption("Look for: a latent lit only under the red marks (target tokens). One that "
                    "also fires on commas, brackets or small words is not a geography latent.")
     _downloads(run, res)
+
+
+def _empty_control_note(sel: lsel.Selectivity, eps: float) -> str:
+    n_zero = int((sel.top()["control_mean"] == 0).sum())
+    if not n_zero:
+        return ""
+    return (f" {n_zero} of the top {len(sel.top())} never fire on a control token, so their "
+            f"score is just their target mean / {eps:g}: the ratio explodes whenever the "
+            "denominator is empty.")
 
 
 def _downloads(run: dict, res: lsel.TextSAEAnalysis) -> None:
