@@ -74,13 +74,14 @@ def _settings() -> tuple[int, str, bool, lsae.SAEConfig]:
                                        "relu": "ReLU + L1 penalty"}.get)
     k = c2.slider("k (active latents per token)", 1, 256, 32, key="sae_k",
                   disabled=activation != "topk")
-    l1 = c2.number_input("L1 weight", 0.0, 10.0, 1e-3, format="%.0e", key="sae_l1",
+    l1 = c2.number_input("L1 weight", 0.0, 10.0, 1e-3, step=1e-4, format="%.0e", key="sae_l1",
                          disabled=activation != "relu")
     mult = c3.select_slider("Latents (x input width)", [1, 2, 4, 8, 16, 32], 8, key="sae_mult",
                             help="The seed uses 8x: about 6000 latents for GPT-2's 768.")
     tied = c3.checkbox("Tied weights (decoder = encoder transposed)", True, key="sae_tied")
     epochs = c4.number_input("Epochs", 1, 5000, 100, key="sae_epochs")
-    lr = c4.number_input("Learning rate (Adam)", 1e-6, 1.0, 1e-4, format="%.0e", key="sae_lr")
+    lr = c4.number_input("Learning rate (Adam)", 1e-6, 1.0, 1e-4, step=1e-4, format="%.0e",
+                         key="sae_lr")
     cfg = lsae.SAEConfig(n_latents=mult * d_in, k=int(k), tied=tied, activation=activation,
                          l1=float(l1), epochs=int(epochs), lr=float(lr), seed=seed())
     c3.caption(f"{mult * d_in} latents on {d_in}-wide activations.")

@@ -405,3 +405,18 @@ def test_page_rejects_empty_text():
     at.run()
     assert not at.exception
     assert any("empty" in e.value for e in at.error)
+
+
+def test_page_trains_a_relu_l1_sae():
+    from conftest import app_test
+    at = app_test("pages/sae_text.py")
+    at.radio(key="sae_activation").set_value("relu")
+    at.number_input(key="sae_epochs").set_value(2)
+    at.select_slider(key="sae_mult").set_value(1)
+    at.run()
+    at.button(key="sae_train").click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    labels = {m.label: m.value for m in at.metric}
+    assert float(labels["L0"]) > 0 and int(labels["Selective"]) > 0
+    assert "relu" in " ".join(c.value for c in at.caption)
