@@ -135,9 +135,10 @@ if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
                f"steps · lr {cfg.lr:g} · λ {cfg.l2:g} · {cfg.restarts} restart(s) · seed {cfg.seed} · "
                f"{res.seconds:.1f} s")
     st.altair_chart(charts.activation_curves(res.history, cfg.dim, cfg.steps), width="stretch")
-    st.caption("Look for: the target line climbing far above where it started while the grey "
-               "neighbours' mean stays flat or sinks: the optimization singles out this one "
-               "dimension rather than inflating everything.")
+    st.caption(f"Look for: the dark line (dim {cfg.dim}) climbing far above where it started while "
+               f"the light line (mean of dims {cfg.dim - cfg.neighbours}..{cfg.dim + cfg.neighbours} "
+               f"except the target) stays flat: the optimization singles out this one dimension "
+               f"rather than inflating the whole residual stream.")
     per = res.per_restart()
     m = st.columns(5)
     m[0].metric("Start activation", f"{per.initial.mean():.3f}")
