@@ -47,17 +47,21 @@ def gpt2_small_random(n_layers: int) -> LabModel:
 # ---------------------------------------------------------------- the seed-style side
 
 class PlainSAE(nn.Module):
-    """Tied ReLU SAE, dense, as one writes it first."""
+    """Tied ReLU (or Top-K) SAE, dense, as one writes it first."""
 
-    def __init__(self, d: int, m: int, seed: int):
+    def __init__(self, d: int, m: int, seed: int, k: int | None = None):
         super().__init__()
         w = torch.randn(m, d, generator=torch.Generator().manual_seed(seed))
         self.W = nn.Parameter(w / w.norm(dim=1, keepdim=True))
         self.b_enc = nn.Parameter(torch.zeros(m))
         self.b_dec = nn.Parameter(torch.zeros(d))
+        self.k = k
 
     def forward(self, x):
         z = F.relu((x - self.b_dec) @ self.W.T + self.b_enc)
+        if self.k is not None:   # keep the k largest per row
+            vals, idx = z.topk(self.k, dim=-1)
+            z = torch.zeros_like(z).scatter(-1, idx, vals)
         return z @ self.W + self.b_dec, z
 
 
@@ -80,7 +84,9 @@ def seed_style_layer(model, windows, layer: int, cfg: laminar.LaminarConfig) -> 
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed + 1))
     n_val = round(len(x) * cfg.val_fraction)
     train, val = x[perm[n_val:]], x[perm[:n_val]]
-    sae = PlainSAE(x.shape[1], cfg.expansion * x.shape[1], cfg.seed)
+    topk = cfg.activation == "topk"
+    sae = PlainSAE(x.shape[1], cfg.expansion * x.shape[1], cfg.seed, cfg.k if topk else None)
+    l1 = 0.0 if topk else cfg.l1
     with torch.no_grad():
         sae.b_dec.copy_(x.mean(0))
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
@@ -89,7 +95,7 @@ def seed_style_layer(model, windows, layer: int, cfg: laminar.LaminarConfig) -> 
     for _ in range(cfg.epochs):
         for (xb,) in loader:
             recon, z = sae(xb)
-            loss = F.mse_loss(recon, xb) + cfg.l1 * z.sum(-1).mean()
+            loss = F.mse_loss(recon, xb) + l1 * z.sum(-1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -112,18 +118,24 @@ def main() -> None:
     ap.add_argument("--window-len", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--expansion", type=int, default=8, help="latents / d_model (768)")
-    ap.add_argument("--activation", default="relu", choices=["relu", "topk"])
+    ap.add_argument("--activation", default="relu", choices=["relu", "topk"],
+                    help="relu: ReLU + L1 on both sides (the seed); topk: Top-K on both sides")
+    ap.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
     ap.add_argument("--l1", type=float, default=laminar.LaminarConfig.l1)
     ap.add_argument("--lr", type=float, default=laminar.LaminarConfig.lr)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--skip-seed", action="store_true", help="time the lab side only")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
 
     lm = gpt2_small_random(args.layers)
     cfg = laminar.LaminarConfig(n_windows=args.windows, window_len=args.window_len,
                                 epochs=args.epochs, expansion=args.expansion, l1=args.l1,
-                                lr=args.lr, batch_size=args.batch_size, activation=args.activation)
+                                lr=args.lr, batch_size=args.batch_size, activation=args.activation,
+                                k=args.k)
     windows = torch.randint(0, lm.vocab_size, (args.windows, args.window_len),
                             generator=torch.Generator().manual_seed(0))
     print(f"GPT-2 small shape, random weights, {args.layers} layers; {args.windows} x "
@@ -144,9 +156,7 @@ def main() -> None:
     print(f"lab:        {lab_total:7.1f} s  (one forward for all layers {lab_fwd:.1f} s, "
           f"SAEs {lab_total - lab_fwd:.1f} s)  mean density {rows['density'].mean():.4f}, "
           f"mean nMSE {rows['nmse'].mean():.4f}, held-out {rows['val_nmse'].mean():.4f}")
-    if args.skip_seed or args.activation == "topk":
-        if args.activation == "topk":
-            print("(the seed-style loop is ReLU + L1; run without --activation topk for the ratio)")
+    if args.skip_seed:
         return
 
     fwd = sae_s = 0.0

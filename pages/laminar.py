@@ -127,7 +127,7 @@ def _settings() -> laminar.LaminarConfig:
                               "the seed: 10 x 1024 tokens, 75 epochs, 8x latents"])
     base = laminar.PRESETS[name]
     with st.expander("Adjust the preset", icon=":material/tune:"):
-        c = st.columns(5)
+        c = st.columns(6)
         n_windows = c[0].number_input("Windows", 1, 200, base.n_windows, key=f"lam_windows_{name}")
         window_len = c[1].number_input("Tokens per window", 2, lm.n_ctx, min(base.window_len, lm.n_ctx),
                                        key=f"lam_len_{name}")
@@ -137,10 +137,15 @@ def _settings() -> laminar.LaminarConfig:
                                     format_func={"relu": "ReLU + L1 (seed)", "topk": "Top-K"}.get,
                                     help="With Top-K every token has exactly k active latents, "
                                          "so density is fixed at k / latents: compare MSE instead.")
+        l1 = c[5].number_input("L1 weight", 0.0, 1.0, base.l1, step=1e-3, format="%.4f",
+                               key=f"lam_l1_{name}", disabled=activation == "topk",
+                               help="ReLU + L1 only. Inputs are scaled to unit variance per layer, "
+                                    "so the same weight means the same on every layer. Larger: "
+                                    "sparser codes, larger error.")
     try:
         return replace(base, n_windows=int(n_windows), window_len=int(window_len),
                        epochs=int(epochs), expansion=int(expansion), activation=activation,
-                       seed=seed())
+                       l1=float(l1), seed=seed())
     except ValueError as e:
         st.error(first_line(e))
         st.stop()
@@ -178,9 +183,9 @@ def _estimate(cfg: laminar.LaminarConfig) -> laminar.Estimate:
     bound = (" The ReLU + L1 rate was measured on dense steps; real codes go sparse after a "
              "few epochs and train faster, so this is an upper bound." if cfg.activation == "relu" else "")
     st.markdown(f"**Estimated time: about {laminar.format_duration(est.total_seconds)}** — forward "
-                f"passes {est.capture_gflop:,.1f} GFLOP at a measured {est.forward_gflops:,.1f} "
-                f"GFLOP/s, then {est.n_layers} SAEs x {est.layer_gflop:,.1f} GFLOP at "
-                f"{est.sae_gflops:,.1f} GFLOP/s.{bound}")
+                f"passes {est.capture_gflop:,.3g} GFLOP at a measured {est.forward_gflops:,.3g} "
+                f"GFLOP/s, then {est.n_layers} SAEs x {est.layer_gflop:,.3g} GFLOP at "
+                f"{est.sae_gflops:,.3g} GFLOP/s.{bound}")
     return est
 
 
@@ -218,8 +223,7 @@ def _run(windows, cfg, art, est) -> None:
         return
     _store(lm.name, rows, cfg, art, True, wall())
     job.finish(rows)
-    bar.progress(1.0, text=f"Done: {n} layers in {laminar.format_duration(wall())}.")
-    live.empty()
+    st.rerun()   # redraw without the Stop button and the live charts
 
 
 # ---------------------------------------------------------------- results
@@ -261,7 +265,8 @@ def _results() -> None:
     for s in laminar.shape_summary(rows).to_dict(orient="records"):
         run = runs[s["model"]]
         done = "" if run["finished"] else f" (stopped: {s['layers']} of {run['n_layers']} layers)"
-        st.markdown(f"- {laminar.describe_shape(s)}{done} Wall time {laminar.format_duration(run['wall_seconds'])}.")
+        st.markdown(f"- {laminar.describe_shape(s)}{done} Wall time "
+                    f"{laminar.format_duration(run['wall_seconds'])} for {s['layers']} layers.")
     _downloads(rows, runs)
 
 

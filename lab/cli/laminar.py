@@ -23,11 +23,15 @@ def register(sub) -> None:
     p.add_argument("--window-len", type=int, help="tokens per window (overrides the preset)")
     p.add_argument("--epochs", type=int, help="SAE epochs per layer (overrides the preset)")
     p.add_argument("--activation", choices=["relu", "topk"], help="relu (L1, default) or topk")
+    p.add_argument("--l1", type=float, help="L1 weight, normalized units (overrides the preset)")
+    p.add_argument("--expansion", type=int, help="latents / d_model (overrides the preset)")
     p.add_argument("--layers", help="comma-separated layer indices (default: all)")
     p.add_argument("--fit", action="store_true",
                    help="when the corpus is too short, use the largest number of windows that fits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="device for the language model")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; "
+                                                 "1 is often faster on a busy shared machine)")
     p.add_argument("--csv", help="write the per-layer rows to this CSV file")
     p.add_argument("--quiet", action="store_true", help="no per-layer progress on stderr")
     p.add_argument("--json", action="store_true")
@@ -38,7 +42,8 @@ def _config(args):
     from lab.laminar import preset
     changes = {"seed": args.seed}
     for field, value in (("n_windows", args.windows), ("window_len", args.window_len),
-                         ("epochs", args.epochs), ("activation", args.activation)):
+                         ("epochs", args.epochs), ("activation", args.activation),
+                         ("l1", args.l1), ("expansion", args.expansion)):
         if value is not None:
             changes[field] = value
     if args.layers:
@@ -64,6 +69,11 @@ def _run(args) -> int:
     from lab.models import load_model
 
     cfg = _config(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
     article = _corpus(args)
     lm = load_model(args.model, args.device)
     cfg.layers_of(lm)
@@ -89,8 +99,14 @@ def _run(args) -> int:
         rows.to_csv(args.csv, index=False)
     payload = {"model": lm.name, "preset": args.preset, "config": vars(cfg) | {"layers": cfg.layers},
                "corpus": article.meta() | {"tokens": int(ids.numel())},
-               "wall_seconds": round(wall, 2), "rows": rows.to_dict(orient="records")}
+               "wall_seconds": round(wall, 2), "threads": _threads(),
+               "rows": rows.to_dict(orient="records")}
     if not args.json:
         payload["rows"] = f"{len(rows)} layers" + (f" (written to {args.csv})" if args.csv else "")
     emit(payload, args.json)
     return 0
+
+
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
