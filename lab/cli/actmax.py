@@ -87,6 +87,8 @@ def _repro(args) -> int:
               "mean_jaccard": round(s.loc["optimized", "mean_jaccard"], 3),
               "null_mean_jaccard": round(s.loc["null control", "mean_jaccard"], 3),
               "mean_cosine": round(s.loc["optimized", "mean_cosine"], 3),
+              "tokens_unchanged_from_start": f"{rep.same_as_start} of {s.loc['optimized', 'decoded']}",
+              "mean_cosine_of_moves": round(rep.mean_step_cosine, 3),
               "top_tokens": rep.optimized.frequencies.head(5)[["token", "count"]].values.tolist()},
              False)
     return 0
