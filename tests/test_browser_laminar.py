@@ -51,10 +51,10 @@ def test_curves_render_and_axis_toggles(app_url, page):
 
 def test_stop_keeps_finished_layers(app_url, page):
     open_page(page, f"{app_url}/laminar")
-    _adjust(page, 4, 64, 600)   # seconds per layer on tiny-gpt2: time to press Stop
+    _adjust(page, 4, 64, 300)   # seconds per layer on tiny-gpt2: time to press Stop
     page.get_by_role("button", name="Run").click()
     page.get_by_text(re.compile(r"[12]/3 layers done")).first.wait_for(timeout=300_000)
-    page.get_by_role("button", name="Stop").click()
+    page.locator("[data-testid='stMain']").get_by_role("button", name="Stop").click()
     wait_idle(page, 60)
     assert page.get_by_text(re.compile("Stopped before the end")).count() == 1
     assert page.get_by_text(re.compile(r"stopped: [12] of 3 layers")).count() == 1

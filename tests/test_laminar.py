@@ -261,7 +261,7 @@ def test_page_runs_a_tiny_sweep_and_draws_all_layers():
     assert "Wall time" in _texts(at) and "for 3 layers" in _texts(at)
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert len(specs) == 4
-    titles = [s["encoding"]["y"]["title"] for s in specs]
+    titles = [" ".join(s["encoding"]["y"]["title"]) for s in specs]   # two-line axis titles
     assert titles[0].startswith("density") and titles[1].startswith("normalized MSE")
     import pyarrow as pa  # Streamlit ships chart data beside the spec, as Arrow
     rows = [pa.ipc.open_stream(d.data.data).read_all().num_rows

@@ -10,6 +10,10 @@ import pandas as pd
 
 X_AXES = {"layer": "layer index (block, 0 = first)",
           "relative_depth": "relative depth (layer / (layers - 1); 0 = first, 1 = last)"}
+# Streamlit's default autosize "fit" counts the axis titles into the height and squeezes the
+# plot; "fit-x" stretches the width only. Legends go below, so narrow columns keep their plot.
+_AUTOSIZE = alt.AutoSizeParams(type="fit-x", contains="padding")
+_LEGEND = alt.Legend(orient="bottom", direction="horizontal")
 
 # What each chart shows, and what to look for (one sentence each, shown under the chart).
 LOOK_FOR = {
@@ -33,11 +37,11 @@ def _x(x: str) -> alt.X:
                  axis=alt.Axis(tickMinStep=1) if x == "layer" else alt.Axis(format=".1f"))
 
 
-def _base(rows: pd.DataFrame, x: str, y: str, y_title: str, title: str) -> alt.Chart:
+def _base(rows: pd.DataFrame, x: str, y: str, y_title: list[str], title: str) -> alt.Chart:
     return alt.Chart(rows, title=title).mark_line(point=True).encode(
         x=_x(x),
         y=alt.Y(f"{y}:Q", title=y_title),
-        color=alt.Color("model:N", title="model"),
+        color=alt.Color("model:N", title="model", legend=_LEGEND),
         tooltip=["model", "layer", alt.Tooltip("relative_depth:Q", format=".2f"),
                  alt.Tooltip(f"{y}:Q", format=".4g")],
     )
@@ -45,8 +49,8 @@ def _base(rows: pd.DataFrame, x: str, y: str, y_title: str, title: str) -> alt.C
 
 def density_chart(rows: pd.DataFrame, x: str = "layer", height: int = 260) -> alt.Chart:
     """Density (mean fraction of latents active per token) against depth, one line per model."""
-    return _base(rows, x, "density", "density (fraction of latents > 0 per token)",
-                 "Code density by layer").properties(height=height)
+    return _base(rows, x, "density", ["density", "(fraction of latents > 0 per token)"],
+                 "Code density by layer").properties(height=height, autosize=_AUTOSIZE)
 
 
 def nmse_chart(rows: pd.DataFrame, x: str = "layer", height: int = 260) -> alt.Chart:
@@ -57,28 +61,29 @@ def nmse_chart(rows: pd.DataFrame, x: str = "layer", height: int = 260) -> alt.C
     return alt.Chart(long, title="Reconstruction error by layer (normalized)").mark_line(
         point=True).encode(
         x=_x(x),
-        y=alt.Y("normalized_mse:Q", title="normalized MSE (MSE / activation variance, unitless)"),
-        color=alt.Color("model:N", title="model"),
+        y=alt.Y("normalized_mse:Q", title=["normalized MSE", "(MSE / activation variance, unitless)"]),
+        color=alt.Color("model:N", title="model", legend=_LEGEND),
         strokeDash=alt.StrokeDash("split:N", title="tokens",
+                                  legend=alt.Legend(orient="bottom", symbolType="stroke"),
                                   scale=alt.Scale(domain=["train", "held out"], range=[[1, 0], [5, 3]])),
         tooltip=["model", "layer", "split", alt.Tooltip("normalized_mse:Q", format=".4g")],
-    ).properties(height=height)
+    ).properties(height=height, autosize=_AUTOSIZE)
 
 
 def mse_chart(rows: pd.DataFrame, x: str = "layer", height: int = 220) -> alt.Chart:
     """Raw MSE (training tokens) against depth, log scale: it spans the layers' activation scales."""
-    return _base(rows, x, "mse", "raw MSE (squared activation units, log)",
-                 "Raw reconstruction error by layer").encode(
-        y=alt.Y("mse:Q", title="raw MSE (squared activation units, log)",
-                scale=alt.Scale(type="log"))).properties(height=height)
+    title = ["raw MSE", "(squared activation units, log)"]
+    return _base(rows, x, "mse", title, "Raw reconstruction error by layer").encode(
+        y=alt.Y("mse:Q", title=title, scale=alt.Scale(type="log"))
+    ).properties(height=height, autosize=_AUTOSIZE)
 
 
 def dead_chart(rows: pd.DataFrame, x: str = "layer", height: int = 220) -> alt.Chart:
     """Fraction of dead latents against depth."""
-    return _base(rows, x, "dead_fraction", "dead latents (fraction of the dictionary)",
-                 "Dead latents by layer").encode(
-        y=alt.Y("dead_fraction:Q", title="dead latents (fraction of the dictionary)",
-                scale=alt.Scale(domain=[0, 1]))).properties(height=height)
+    title = ["dead latents", "(fraction of the dictionary)"]
+    return _base(rows, x, "dead_fraction", title, "Dead latents by layer").encode(
+        y=alt.Y("dead_fraction:Q", title=title, scale=alt.Scale(domain=[0, 1]))
+    ).properties(height=height, autosize=_AUTOSIZE)
 
 
 def profile_charts(rows: pd.DataFrame, x: str = "layer") -> dict[str, alt.Chart]:
