@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def smol():
 
 
 def app_test(page: str | None = None, model: str = "tiny-gpt2", timeout: float = 120):
-    """AppTest of the whole app (frame + sidebar), switched to `page` (e.g. "pages/laminar.py")."""
+    """AppTest of the whole app (frame + sidebar), switched to `page` (e.g. "views/laminar.py")."""
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
     at.session_state["model_name"] = model
@@ -58,8 +59,8 @@ def _free_port() -> int:
     return port
 
 
-@pytest.fixture(scope="session")
-def app_url():
+@contextmanager
+def serve_app():
     """`streamlit run app.py` on a free loopback port, with tiny-gpt2 as the default model."""
     port = _free_port()
     env = {**os.environ, "LAB_DEFAULT_MODEL": os.environ.get("LAB_BROWSER_MODEL", "tiny-gpt2")}
@@ -67,7 +68,6 @@ def app_url():
                             "--server.headless", "true", "--server.port", str(port),
                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -76,13 +76,27 @@ def app_url():
                 break
             except OSError:
                 time.sleep(0.3)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         srv.terminate()
         try:
             srv.wait(10)
         except subprocess.TimeoutExpired:
             srv.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """One app server shared by the browser tests."""
+    with serve_app() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_app_url():
+    """A server nobody has visited yet (for first-visit behaviour)."""
+    with serve_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -109,12 +123,21 @@ def open_page(pg, url: str, settle: float = 120) -> None:
     wait_idle(pg, settle)
 
 
-def wait_idle(pg, settle: float = 120) -> None:
-    t0 = time.time()
-    time.sleep(0.5)
-    while time.time() - t0 < settle and pg.locator("[data-testid='stStatusWidget']").count():
-        time.sleep(0.3)
-    time.sleep(1.0)
+def wait_idle(pg, settle: float = 120, quiet: float = 2.0) -> None:
+    """Until the app has been idle (no running-status widget) for `quiet` seconds in a row.
+
+    Streamlit shows its status widget only ~0.7 s after a rerun starts, so one look right after
+    a click can see "idle" before the run has even shown up.
+    """
+    t0, idle_since = time.time(), None
+    while time.time() - t0 < settle:
+        if pg.locator("[data-testid='stStatusWidget']").count():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.time()
+        elif time.time() - idle_since >= quiet:
+            return
+        time.sleep(0.2)
 
 
 def screenshot(pg, name: str) -> Path:

@@ -304,7 +304,7 @@ def _chart_data(at, i=0):
 
 
 def test_activation_max_page_runs_and_shows_tokens_and_gap():
-    at = app_test("pages/activation_max.py")
+    at = app_test("views/activation_max.py")
     assert not at.exception
     assert at.slider(key="am_layer").value == 3        # default 4 clamped to tiny's range
     assert at.slider(key="am_dim").value == 63
@@ -329,7 +329,7 @@ def test_activation_max_page_runs_and_shows_tokens_and_gap():
 
 
 def test_reproducibility_page_runs_with_null_control():
-    at = app_test("pages/reproducibility.py")
+    at = app_test("views/reproducibility.py")
     assert not at.exception
     assert at.slider(key="rp_restarts").value == 10
     at.slider(key="rp_layer").set_value(2)
@@ -349,7 +349,7 @@ def test_reproducibility_page_runs_with_null_control():
 
 
 def test_pages_clamp_out_of_range_values_after_a_model_switch():
-    at = app_test("pages/activation_max.py", model="smollm2-135m")
+    at = app_test("views/activation_max.py", model="smollm2-135m")
     at.slider(key="am_layer").set_value(30)
     at.slider(key="am_dim").set_value(575).run()      # valid for SmolLM2, not for tiny-gpt2
     at.session_state["model_name"] = "tiny-gpt2"   # what the sidebar's model picker sets

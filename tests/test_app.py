@@ -3,8 +3,8 @@ import pytest
 
 from conftest import app_test
 
-PAGES = ["pages/home.py", "pages/hidden_states.py", "pages/activation_max.py",
-         "pages/reproducibility.py", "pages/sae_text.py", "pages/laminar.py"]
+PAGES = ["views/home.py", "views/hidden_states.py", "views/activation_max.py",
+         "views/reproducibility.py", "views/sae_text.py", "views/laminar.py"]
 
 
 @pytest.mark.parametrize("page", PAGES)

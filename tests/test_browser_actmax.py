@@ -11,9 +11,6 @@ pytestmark = pytest.mark.browser
 
 
 def _goto(page, app_url: str, path: str) -> None:
-    # The root first: on a fresh server, a first visit straight to a page URL is served from
-    # the pages/ folder without the app's frame (see the note in the report).
-    open_page(page, app_url)
     open_page(page, f"{app_url}/{path}")
     assert page.get_by_role("button", name="Run").count() == 1
 

@@ -43,9 +43,6 @@ def full_screenshot(page, name: str):
 
 
 def open_hidden(page, app_url):
-    # The app root first: on a fresh server, a deep link runs pages/hidden_states.py as a
-    # Streamlit "pages/ folder" page, without app.py's frame, until app.py has run once.
-    open_page(page, app_url)
     open_page(page, f"{app_url}/hidden_states")
     assert page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").count() >= 1
 

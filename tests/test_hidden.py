@@ -14,7 +14,7 @@ from lab.charts import hidden as charts
 from lab.cli import main as cli_main
 
 SHORT = "The cat sat on the mat. It was warm, and the cat was happy."
-PAGE = "pages/hidden_states.py"
+PAGE = "views/hidden_states.py"
 
 
 def synthetic(n_states=4, n_tokens=9, d_model=6, seed=0) -> H.HiddenStates:

@@ -13,6 +13,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 
@@ -249,7 +250,7 @@ def _texts(at) -> str:
 
 
 def test_page_runs_a_tiny_sweep_and_draws_all_layers():
-    at = app_test("pages/laminar.py")
+    at = app_test("views/laminar.py")
     assert not at.exception
     assert "Estimated time" in _texts(at)
     assert at.metric[0].label == "Tokens (tiny-gpt2)" and at.metric[2].value == "bundled"
@@ -263,7 +264,7 @@ def test_page_runs_a_tiny_sweep_and_draws_all_layers():
     assert len(specs) == 4
     titles = [" ".join(s["encoding"]["y"]["title"]) for s in specs]   # two-line axis titles
     assert titles[0].startswith("density") and titles[1].startswith("normalized MSE")
-    import pyarrow as pa  # Streamlit ships chart data beside the spec, as Arrow
+    # Streamlit ships chart data beside the spec, as Arrow
     rows = [pa.ipc.open_stream(d.data.data).read_all().num_rows
             for c in at.get("vega_lite_chart") for d in c.proto.datasets]
     assert rows[0] == 3 and rows[1] == 6  # density per layer; nmse: train + held out per layer
@@ -275,7 +276,7 @@ def test_page_runs_a_tiny_sweep_and_draws_all_layers():
 
 
 def test_page_bad_inputs_say_one_sentence_and_stay_usable():
-    at = app_test("pages/laminar.py")
+    at = app_test("views/laminar.py")
     at.radio(key="lam_source").set_value("Wikipedia article").run()
     at.text_input(key="lam_article").set_value("https://example.com/wiki/LED").run()
     at.button(key="lam_fetch").click().run()
@@ -308,7 +309,7 @@ def wiki_server(monkeypatch):
 
 def test_page_fetches_an_article(wiki_server, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
-    at = app_test("pages/laminar.py")
+    at = app_test("views/laminar.py")
     at.radio(key="lam_source").set_value("Wikipedia article").run()
     at.text_input(key="lam_article").set_value(f"{wiki_server}/led.html").run()
     assert any("Not fetched yet" in i.value for i in at.info)

@@ -359,7 +359,7 @@ def test_cli_sae_json_and_bad_input(capsys):
 
 def test_page_trains_and_shows_results():
     from conftest import app_test
-    at = app_test("pages/sae_text.py")
+    at = app_test("views/sae_text.py")
     assert not at.exception
     at.number_input(key="sae_epochs").set_value(3)
     at.select_slider(key="sae_mult").set_value(2)
@@ -398,7 +398,7 @@ def test_page_trains_and_shows_results():
 
 def test_page_rejects_empty_text():
     from conftest import app_test
-    at = app_test("pages/sae_text.py")
+    at = app_test("views/sae_text.py")
     at.radio(key="sae_source").set_value("Paste")
     at.run()
     at.button(key="sae_train").click()
@@ -409,7 +409,7 @@ def test_page_rejects_empty_text():
 
 def test_page_trains_a_relu_l1_sae():
     from conftest import app_test
-    at = app_test("pages/sae_text.py")
+    at = app_test("views/sae_text.py")
     at.radio(key="sae_activation").set_value("relu")
     at.number_input(key="sae_epochs").set_value(2)
     at.select_slider(key="sae_mult").set_value(1)
