@@ -18,15 +18,20 @@ the held-out rows every epoch and the density at the end.
 Prints the time of each part, both totals and the ratio. Timings on a shared machine are
 noisy: run the two sides in one process (as here) and compare ratios, not absolute times.
 
-Measured here (2 shared cores, load 4-8, --threads 1; reduced settings, equal on both sides:
-12 layers, 4 x 256 tokens, 3072 latents (4x), 30 epochs, batch 64, lr 1e-3, L1 3e-3):
-  ReLU + L1: lab 230 s, seed-style 610 s: 2.65x (forward 23x, SAE training 2.2x)
-  Top-K 32:  lab 227 s, seed-style 648 s: 2.86x (forward 16x, SAE training 2.4x)
-The target of 3x is not reached: the SAE training is ~97% of the lab's time, and lab.sae's
-steps are only ~2.2-2.4x faster than the plain dense loop. Every step still needs the full
-dense encoder matmul to find the active latents, and a ReLU code takes dense steps until it
-is below lab.sae's 5% density cutoff (on smollm2 data ~40% of a 30-epoch run's steps).
-More epochs push the ratio down towards the SAE ratio; the forward alone is 16-23x faster.
+Measured here (2 shared cores, --threads 1, both sides in one process, equal settings):
+  GPT-2 small shape, random weights, 12 layers, 4 x 256 tokens, 6144 latents, 10 epochs, batch 256
+    Top-K 32:  lab 41.3 s, seed-style 202.3 s: 4.90x (forward 20.0x, SAE training 3.65x)
+    ReLU + L1: lab 124.4 s, seed-style 174.7 s: 1.40x (forward 16.3x, SAE training 0.98x)
+  smollm2-135m, real weights, LED text, 30 layers, 4 x 256 tokens, 4608 latents, 30 epochs
+    ReLU + L1: lab 436.2 s, seed-style 605.7 s: 1.39x (forward 20.4x, SAE training 1.09x)
+What bounds ReLU + L1: a fresh ReLU code is ~50% dense, and a step can only skip work for
+latents that are off. Until L1 has pushed the density under SPARSE_CUTOFF (5%) every step is a
+dense step, whose cost the seed-style loop shares (the lab's hand-written dense step saves one
+of autograd's six matmuls: ~1.2x). On smollm2 layer 15 that phase lasts ~90 Adam steps
+(density 50% -> 5.6% by epoch 22 of 30 at 4 steps per epoch): 89 of these runs' 120 steps. At
+the seed's 10 x 1024 tokens (36 steps per epoch) the same ~90 steps are a small part of 2700,
+and the rest run at the sparse step's 2-2.5x; the random-weight GPT-2's code never goes
+sparse at all (mean density 0.33 after 10 epochs). Top-K is sparse from the first step.
 """
 from __future__ import annotations
 
@@ -75,18 +80,20 @@ class PlainSAE(nn.Module):
         return z @ self.W + self.b_dec, z
 
 
-def seed_style_layer(model, windows, layer: int, cfg: laminar.LaminarConfig) -> tuple[dict, float, float]:
+def seed_style_layer(lm: LabModel, windows, layer: int, cfg: laminar.LaminarConfig) -> tuple[dict, float, float]:
     """One full forward for this layer, then a plain SAE loop. Returns (row, fwd s, sae s)."""
+    model = lm.model
     t0 = time.perf_counter()
     got = []
-    handle = model.transformer.h[layer].mlp.register_forward_hook(lambda m, i, o: got.append(o.detach()))
+    mlp = lm.arch.mlp_of(model, layer)
+    handle = mlp.register_forward_hook(lambda m, i, o: got.append(o.detach()))
     try:
         with torch.no_grad():
             for i in range(0, len(windows), cfg.forward_batch):
                 model(input_ids=windows[i:i + cfg.forward_batch])
     finally:
         handle.remove()
-    acts = torch.cat([g[:, 1:] for g in got]).reshape(-1, model.config.n_embd)
+    acts = torch.cat([g[:, 1:] for g in got]).reshape(-1, lm.d_model)
     t1 = time.perf_counter()
 
     scale = acts.var(0, unbiased=False).mean().sqrt()
@@ -123,7 +130,11 @@ def seed_style_layer(model, windows, layer: int, cfg: laminar.LaminarConfig) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=12, help="GPT-2 small has 12")
+    ap.add_argument("--model", help="a lab model name (e.g. smollm2-135m: real weights, windows "
+                    "from the bundled LED text); default: GPT-2 small's shape, random weights, "
+                    "random tokens")
+    ap.add_argument("--layers", type=int, default=12,
+                    help="GPT-2 small has 12 (with --model: the first LAYERS of that model)")
     ap.add_argument("--windows", type=int, default=4)
     ap.add_argument("--window-len", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=10)
@@ -141,14 +152,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
 
-    lm = gpt2_small_random(args.layers)
+    if args.model:
+        from lab import corpus
+        from lab.models import load_model
+        lm = load_model(args.model, "cpu")
+        args.layers = min(args.layers, lm.n_layers)
+    else:
+        lm = gpt2_small_random(args.layers)
     cfg = laminar.LaminarConfig(n_windows=args.windows, window_len=args.window_len,
                                 epochs=args.epochs, expansion=args.expansion, l1=args.l1,
                                 lr=args.lr, batch_size=args.batch_size, activation=args.activation,
-                                k=args.k)
-    windows = torch.randint(0, lm.vocab_size, (args.windows, args.window_len),
-                            generator=torch.Generator().manual_seed(0))
-    print(f"GPT-2 small shape, random weights, {args.layers} layers; {args.windows} x "
+                                k=args.k, layers=tuple(range(args.layers)))
+    if args.model:
+        ids = corpus.tokenize(lm.tokenizer, corpus.bundled_article().text)
+        windows = corpus.sample_windows(ids, args.windows, args.window_len, seed=0)
+        what = f"{lm.name}, real weights, LED text"
+    else:
+        windows = torch.randint(0, lm.vocab_size, (args.windows, args.window_len),
+                                generator=torch.Generator().manual_seed(0))
+        what = "GPT-2 small shape, random weights, random tokens"
+    print(f"{what}, {args.layers} layers; {args.windows} x "
           f"{args.window_len} tokens; SAE {cfg.expansion * lm.d_model} latents, {args.activation}, "
           f"l1 {args.l1:g}, lr {args.lr:g}, {args.epochs} epochs, batch {args.batch_size}; "
           f"{torch.get_num_threads()} threads")
@@ -172,7 +195,7 @@ def main() -> None:
     fwd = sae_s = 0.0
     seed_rows = []
     for layer in range(args.layers):
-        row, f, s = seed_style_layer(lm.model, windows, layer, cfg)
+        row, f, s = seed_style_layer(lm, windows, layer, cfg)
         seed_rows.append(row)
         fwd, sae_s = fwd + f, sae_s + s
     seed_total = fwd + sae_s

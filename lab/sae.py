@@ -257,6 +257,39 @@ class _SparseCode(torch.autograd.Function):
         return None, g_b_dec, g_w_enc, g_b_enc, g_w_dec, None, None, None
 
 
+class _DenseCode(torch.autograd.Function):
+    """The dense step of a ReLU code (while it is too dense for the sparse one), with the
+    matmuls of dense autograd minus one: autograd also forms d loss / d xc = g_pre W_enc
+    ([B, latents] x [latents, d]) because b_dec enters the centring; its sum over rows is
+    g_b_enc @ W_enc, a vector-matrix product. Tied weights get both gradient terms from one
+    addmm. Gradients equal dense autograd (tests check this)."""
+
+    @staticmethod
+    def forward(ctx, xs, b_dec, W_enc, b_enc, W_dec):
+        w_dec = W_enc if W_dec is None else W_dec
+        xc = xs - b_dec
+        z = F.relu(torch.addmm(b_enc, xc, W_enc.T))                      # [B, latents]
+        recon = torch.addmm(b_dec, z, w_dec)                             # [B, d]
+        ctx.save_for_backward(xc, z, W_enc, W_dec)
+        return recon, z
+
+    @staticmethod
+    def backward(ctx, g, g_z):                        # g [B, d], g_z [B, latents] or None
+        xc, z, W_enc, W_dec = ctx.saved_tensors
+        w_dec = W_enc if W_dec is None else W_dec
+        g_pre = g @ w_dec.T
+        if g_z is not None:
+            g_pre += g_z
+        g_pre *= z > 0                                                   # ReLU'
+        g_b_enc = g_pre.sum(0)
+        if W_dec is None:   # tied: the encoder reads xc, the decoder writes g
+            g_w_enc, g_w_dec = torch.addmm(g_pre.T @ xc, z.T, g), None
+        else:
+            g_w_enc, g_w_dec = g_pre.T @ xc, z.T @ g
+        g_b_dec = g.sum(0) - g_b_enc @ W_enc
+        return None, g_b_dec, g_w_enc, g_b_enc, g_w_dec
+
+
 def _csr(crow, cols, values, shape) -> torch.Tensor:
     return torch.sparse_csr_tensor(crow, cols, values, size=shape, check_invariants=False)
 
@@ -379,7 +412,10 @@ def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool):
     when the ReLU code turns out too dense."""
     code = None if dense else sae.active_code(xs)
     if code is None:
-        recon, z = dense_forward(sae, xs)
+        if sae.activation == "relu":
+            recon, z = _DenseCode.apply(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec)
+        else:
+            recon, z = dense_forward(sae, xs)
         return recon, z, None
     recon, vals = sae.sparse_forward(xs, code)
     return recon, vals, code.cols

@@ -79,6 +79,23 @@ def test_sparse_step_gradients_equal_dense_autograd(activation, tied):
         assert (a - b).abs().max() < 1e-10, name
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_dense_relu_step_gradients_equal_dense_autograd(tied):
+    sae, x = _sae("relu", tied)
+    xs = x / sae.scale
+    recon, z = lsae._DenseCode.apply(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec)
+    loss, _ = lsae.loss_terms(sae, xs, recon, z, l1=0.05)
+    fast = torch.autograd.grad(loss, list(sae.parameters()))
+    recon_d, z_d = lsae.dense_forward(sae, xs)
+    loss_d, _ = lsae.loss_terms(sae, xs, recon_d, z_d, l1=0.05)
+    dense = torch.autograd.grad(loss_d, list(sae.parameters()))
+    assert 0.2 < float((z > 0).float().mean()) < 0.8          # a dense code: the dense step
+    assert torch.allclose(loss, loss_d, atol=1e-12)
+    for (name, _), a, b in zip(sae.named_parameters(), fast, dense):
+        assert b.abs().max() > 0, name
+        assert (a - b).abs().max() < 1e-10, name
+
+
 def test_relu_code_too_dense_takes_the_dense_step():
     sae, x = _sae("relu")
     with torch.no_grad():
