@@ -123,7 +123,7 @@ def _corpus() -> tuple[corpus.Article, object] | None:
 def _settings() -> laminar.LaminarConfig:
     st.subheader("2. Settings")
     name = st.radio("Preset", ["quick", "seed"], key="lam_preset", horizontal=True,
-                    captions=["fewer tokens, epochs and latents: the trend in about a minute",
+                    captions=["fewer tokens, epochs and latents: the trend in ~2 min on 2 CPU cores",
                               "the seed: 10 x 1024 tokens, 75 epochs, 8x latents"])
     base = laminar.PRESETS[name]
     with st.expander("Adjust the preset", icon=":material/tune:"):

@@ -6,6 +6,7 @@ x-axis choice: layer index, or relative depth so that a 12-layer and a 36-layer 
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 X_AXES = {"layer": "layer index (block, 0 = first)",
@@ -29,17 +30,28 @@ LOOK_FOR = {
 }
 
 
-def _x(x: str) -> alt.X:
+def _deepest(rows: pd.DataFrame) -> int:
+    """The last layer index of the deepest model in `rows` (layer / relative depth), so a
+    sweep's first points sit on the whole model's axis instead of a one-point axis."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        last = (rows["layer"] / rows["relative_depth"]).replace([np.inf, -np.inf], np.nan)
+    known = [v for v in (last.max(), rows["layer"].max()) if pd.notna(v)]
+    return max(1, round(max(known))) if known else 1
+
+
+def _x(x: str, rows: pd.DataFrame) -> alt.X:
     if x not in X_AXES:
         raise ValueError(f"x must be one of {list(X_AXES)}, got {x!r}")
-    scale = alt.Scale(domain=[0, 1]) if x == "relative_depth" else alt.Scale(zero=True)
-    return alt.X(f"{x}:Q", title=X_AXES[x], scale=scale,
-                 axis=alt.Axis(tickMinStep=1) if x == "layer" else alt.Axis(format=".1f"))
+    if x == "relative_depth":
+        return alt.X(f"{x}:Q", title=X_AXES[x], scale=alt.Scale(domain=[0, 1]),
+                     axis=alt.Axis(format=".1f"))
+    return alt.X(f"{x}:Q", title=X_AXES[x], scale=alt.Scale(domain=[0, _deepest(rows)]),
+                 axis=alt.Axis(tickMinStep=1, format="d"))
 
 
 def _base(rows: pd.DataFrame, x: str, y: str, y_title: list[str], title: str) -> alt.Chart:
     return alt.Chart(rows, title=title).mark_line(point=True).encode(
-        x=_x(x),
+        x=_x(x, rows),
         y=alt.Y(f"{y}:Q", title=y_title),
         color=alt.Color("model:N", title="model", legend=_LEGEND),
         tooltip=["model", "layer", alt.Tooltip("relative_depth:Q", format=".2f"),
@@ -60,7 +72,7 @@ def nmse_chart(rows: pd.DataFrame, x: str = "layer", height: int = 260) -> alt.C
     long["split"] = long["split"].map({"nmse": "train", "val_nmse": "held out"})
     return alt.Chart(long, title="Reconstruction error by layer (normalized)").mark_line(
         point=True).encode(
-        x=_x(x),
+        x=_x(x, rows),
         y=alt.Y("normalized_mse:Q", title=["normalized MSE", "(MSE / activation variance, unitless)"]),
         color=alt.Color("model:N", title="model", legend=_LEGEND),
         strokeDash=alt.StrokeDash("split:N", title="tokens",

@@ -18,7 +18,7 @@ def register(sub) -> None:
     src.add_argument("--url", help="Wikipedia article URL or title (https, wikipedia.org only)")
     src.add_argument("--text-file", help="UTF-8 text file (default: the bundled LED text)")
     p.add_argument("--preset", default="quick", choices=list(PRESETS),
-                   help="quick: the trend in about a minute; seed: 10 x 1024 tokens, 75 epochs")
+                   help="quick: the trend in ~2 min on 2 CPU cores; seed: 10 x 1024 tokens, 75 epochs")
     p.add_argument("--windows", type=int, help="number of token windows (overrides the preset)")
     p.add_argument("--window-len", type=int, help="tokens per window (overrides the preset)")
     p.add_argument("--epochs", type=int, help="SAE epochs per layer (overrides the preset)")
