@@ -6,11 +6,11 @@ import streamlit as st
 from lab import actmax
 from lab.charts import actmax as charts
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, stop_button
+from ui.actmax_run import clamp_state, current_result, run_live
+from ui.jobs import Job
 
 LR_OPTIONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 L2_OPTIONS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-REDRAWS = 40   # live chart redraws per run: each redraw re-sends the chart, so not every step
 
 st.title("Activation maximization")
 st.markdown(
@@ -23,15 +23,8 @@ st.markdown(
 
 lm = current_model()
 
-
-def _clamp(key: str, lo, hi, default) -> None:
-    """Keep a widget's stored value inside this model's range (e.g. after a model switch)."""
-    value = st.session_state.get(key, default)
-    st.session_state[key] = min(max(value, lo), hi)
-
-
-_clamp("am_layer", 0, lm.n_layers, 4)
-_clamp("am_dim", 0, lm.d_model - 1, 90)
+clamp_state("am_layer", 0, lm.n_layers, 4)
+clamp_state("am_dim", 0, lm.d_model - 1, 90)
 st.session_state.setdefault("am_lr", 1e-3)
 st.session_state.setdefault("am_l2", actmax.DEFAULT_L2)
 
@@ -82,7 +75,6 @@ with st.expander("What exactly is optimized", icon=":material/info:"):
 
 job = Job("actmax")
 run = st.button("Run", key="am_run", type="primary", icon=":material/play_arrow:")
-stop_slot, progress_slot, chart_slot = st.empty(), st.empty(), st.empty()
 
 if run:
     try:
@@ -95,40 +87,13 @@ if run:
     except ValueError as e:
         st.error(first_line(e))
         st.stop()
-    job.start(cfg)
-    with stop_slot:
-        stop_button(job)
-    rec = actmax.Recorder(cfg, lm.name)
-    bar = progress_slot.progress(0.0, text="Starting...")
-    every = max(1, cfg.steps // REDRAWS)
+    run_live(lm, job, cfg, charts.activation_curves,
+             lambda info, rec: (f"Step {info.step} of {info.steps} · dim {cfg.dim} = "
+                                f"{info.target.mean():.3f} · {rec.seconds:.0f} s"))
 
-    def on_step(info: actmax.StepInfo) -> None:
-        rec.add(info)   # partial results live in session_state: a Stop keeps them
-        job.update(rec, progress=f"step {info.step} of {info.steps}")
-        if info.step % every == 0 or info.step == info.steps:   # redrawing costs: every few steps
-            bar.progress(info.step / info.steps,
-                         text=f"Step {info.step} of {info.steps} · dim {cfg.dim} = "
-                              f"{info.target.mean():.3f} · {rec.seconds:.0f} s")
-            if info.step > 0:   # a line needs two points
-                chart_slot.altair_chart(charts.activation_curves(rec.history, cfg.dim, cfg.steps),
-                                        width="stretch")
-
-    job.finish(actmax.maximize(lm, cfg, on_step=on_step))
-    stop_slot.empty()
-    progress_slot.empty()
-    chart_slot.empty()
-
-state = job.result
-if isinstance(state, actmax.Recorder):   # stopped mid-run: turn what was computed into a result
-    if state.steps and state.model == lm.name:
-        state = actmax.summarize(lm, state.cfg, state.embeds, state.history, state.seconds,
-                                 state.start)
-        job.update(state, progress=f"{state.steps_done} of {state.config.steps} steps")
-    else:
-        state = None
-
-if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
-    res, cfg = state, state.config
+res = current_result(lm, job)
+if res is not None:
+    cfg = res.config
     job.caption()
     st.subheader("Result")
     st.caption(f"{res.model} · layer {cfg.layer} · dim {cfg.dim} · {res.steps_done} of {cfg.steps} "
