@@ -234,14 +234,15 @@ def _all_rows() -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else laminar.frame([])
 
 
-def _draw_pair(rows: pd.DataFrame, x: str) -> None:
-    c1, c2 = st.columns(2)
-    with c1:
-        st.altair_chart(charts.density_chart(rows, x), width="stretch")
-        st.caption(charts.LOOK_FOR["density"])
-    with c2:
-        st.altair_chart(charts.nmse_chart(rows, x), width="stretch")
-        st.caption(charts.LOOK_FOR["nmse"])
+CHARTS = {"density": charts.density_chart, "nmse": charts.nmse_chart, "mse": charts.mse_chart,
+          "dead_fraction": charts.dead_chart}
+
+
+def _draw_pair(rows: pd.DataFrame, x: str, keys: tuple[str, str] = ("density", "nmse")) -> None:
+    for column, key in zip(st.columns(2), keys):
+        with column:
+            st.altair_chart(CHARTS[key](rows, x), width="stretch")
+            st.caption(charts.LOOK_FOR[key])
 
 
 def _results() -> None:
@@ -255,13 +256,7 @@ def _results() -> None:
                           help="Relative depth = layer / (layers - 1): lines up models of "
                                "different depth.")]
     _draw_pair(rows, x)
-    c1, c2 = st.columns(2)
-    with c1:
-        st.altair_chart(charts.mse_chart(rows, x), width="stretch")
-        st.caption(charts.LOOK_FOR["mse"])
-    with c2:
-        st.altair_chart(charts.dead_chart(rows, x), width="stretch")
-        st.caption(charts.LOOK_FOR["dead_fraction"])
+    _draw_pair(rows, x, ("mse", "dead_fraction"))
     for s in laminar.shape_summary(rows).to_dict(orient="records"):
         run = runs[s["model"]]
         done = "" if run["finished"] else f" (stopped: {s['layers']} of {run['n_layers']} layers)"
