@@ -30,7 +30,7 @@ from lab.models import LabModel
 from lab.sae import SAEConfig, init_sae, latent_stats, train_sae
 
 ACTIVATIONS = ("relu", "topk")
-COLUMNS = ["model", "layer", "relative_depth", "density", "dead_fraction", "mse", "nmse",
+COLUMNS = ["model", "layer", "n_layers", "relative_depth", "density", "dead_fraction", "mse", "nmse",
            "val_nmse", "l0", "n_latents", "n_tokens", "activation", "epochs", "seconds"]
 
 
@@ -299,7 +299,7 @@ def train_layer(lm: LabModel, acts: torch.Tensor, layer: int, cfg: LaminarConfig
     stats = latent_stats(sae, acts)
     last = history[history["epoch"] == history["epoch"].max()].set_index("split")
     val = last.loc["val", "nmse"] if "val" in last.index else float("nan")
-    return {"model": lm.name, "layer": layer,
+    return {"model": lm.name, "layer": layer, "n_layers": lm.n_layers,
             "relative_depth": layer / max(lm.n_layers - 1, 1),
             "density": float(stats["density"].mean()),
             "dead_fraction": float((stats["cls"] == "dead").mean()),

@@ -196,6 +196,20 @@ def test_shape_summary():
     assert "density rises with depth" in text and "is U-shaped" in text
 
 
+def test_layer_axis_spans_the_whole_model_from_the_first_layer():
+    """A live sweep's first row already gets the model's full, integer layer axis."""
+    from lab.charts import laminar as lcharts
+    first = pd.DataFrame({"model": ["m"], "layer": [0], "n_layers": [30], "relative_depth": [0.0],
+                          "density": [0.01], "nmse": [0.1], "val_nmse": [0.2]})
+    for chart in (lcharts.density_chart(first), lcharts.nmse_chart(first)):
+        x = chart.to_dict()["encoding"]["x"]
+        assert x["scale"]["domain"] == [0, 29] and x["axis"]["format"] == "d"
+    both = pd.concat([first, first.assign(model="big", n_layers=36)])
+    assert lcharts.density_chart(both).to_dict()["encoding"]["x"]["scale"]["domain"] == [0, 35]
+    depth = lcharts.density_chart(first, "relative_depth").to_dict()["encoding"]["x"]
+    assert depth["scale"]["domain"] == [0, 1]
+
+
 def test_export_json(tiny, ids):
     rows = laminar.sweep(tiny, ids, TINY)
     out = json.loads(laminar.export_json(rows, {"tiny-gpt2": {"config": {"seed": 0}}}))

@@ -6,7 +6,6 @@ x-axis choice: layer index, or relative depth so that a 12-layer and a 36-layer 
 from __future__ import annotations
 
 import altair as alt
-import numpy as np
 import pandas as pd
 
 X_AXES = {"layer": "layer index (block, 0 = first)",
@@ -31,12 +30,12 @@ LOOK_FOR = {
 
 
 def _deepest(rows: pd.DataFrame) -> int:
-    """The last layer index of the deepest model in `rows` (layer / relative depth), so a
-    sweep's first points sit on the whole model's axis instead of a one-point axis."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        last = (rows["layer"] / rows["relative_depth"]).replace([np.inf, -np.inf], np.nan)
-    known = [v for v in (last.max(), rows["layer"].max()) if pd.notna(v)]
-    return max(1, round(max(known))) if known else 1
+    """The last layer index of the deepest model in `rows`, so a sweep's first points sit on
+    the whole model's axis (rows without `n_layers`: the deepest layer present)."""
+    if rows.empty:
+        return 1
+    last = rows["n_layers"].max() - 1 if "n_layers" in rows else rows["layer"].max()
+    return max(1, int(last))
 
 
 def _x(x: str, rows: pd.DataFrame) -> alt.X:
