@@ -12,6 +12,8 @@ from lab import actmax
 from ui.jobs import Job, stop_button
 
 REDRAWS = 40   # live chart redraws per run: each redraw re-sends the chart, so not every step
+LR_OPTIONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]   # the sliders' learning rates
+L2_OPTIONS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]           # and L2 penalty weights
 
 
 def clamp_state(key: str, lo, hi, default) -> None:

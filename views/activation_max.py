@@ -5,12 +5,10 @@ import streamlit as st
 
 from lab import actmax
 from lab.charts import actmax as charts
+from ui.actmax_run import L2_OPTIONS, LR_OPTIONS, clamp_state, current_result, run_live
 from ui.common import current_model, first_line, seed
-from ui.actmax_run import clamp_state, current_result, run_live
 from ui.jobs import Job
 
-LR_OPTIONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-L2_OPTIONS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 st.title("Activation maximization")
 st.markdown(
