@@ -1,4 +1,8 @@
-"""The lab's frame: page config, the shared sidebar, navigation. Pages live in views/ (not pages/: Streamlit would also serve that folder as a legacy multipage app)."""
+"""The lab's frame: page config, the shared sidebar, navigation.
+
+Pages live in views/, not pages/: Streamlit would also serve a pages/ folder as a legacy
+multipage app (a first visit to a deep link would then run a page without this frame).
+"""
 import streamlit as st
 
 st.set_page_config(page_title="GPT-2 interpretability lab", page_icon=":material/biotech:",

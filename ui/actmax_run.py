@@ -16,10 +16,14 @@ LR_OPTIONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]   # the sliders' learnin
 L2_OPTIONS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]           # and L2 penalty weights
 
 
-def clamp_state(key: str, lo, hi, default) -> None:
-    """Keep a widget's stored value inside this model's range (e.g. after a model switch)."""
-    value = st.session_state.get(key, default)
-    st.session_state[key] = min(max(value, lo), hi)
+def target_defaults(lm, prefix: str, layer: int, dim: int) -> None:
+    """Seed the page's layer/dim/lr/l2 widgets (keys `{prefix}_layer`, ...) and keep a stored
+    layer and dim inside this model's range (e.g. after switching to a smaller model)."""
+    for key, hi, default in ((f"{prefix}_layer", lm.n_layers, layer),
+                             (f"{prefix}_dim", lm.d_model - 1, dim)):
+        st.session_state[key] = min(max(st.session_state.get(key, default), 0), hi)
+    st.session_state.setdefault(f"{prefix}_lr", 1e-3)
+    st.session_state.setdefault(f"{prefix}_l2", actmax.DEFAULT_L2)
 
 
 def run_live(lm, job: Job, cfg: actmax.ActMaxConfig,

@@ -5,7 +5,7 @@ import streamlit as st
 
 from lab import actmax
 from lab.charts import actmax as charts
-from ui.actmax_run import L2_OPTIONS, LR_OPTIONS, clamp_state, current_result, run_live
+from ui.actmax_run import L2_OPTIONS, LR_OPTIONS, current_result, run_live, target_defaults
 from ui.common import current_model, first_line, seed
 from ui.jobs import Job
 
@@ -21,10 +21,7 @@ st.markdown(
 
 lm = current_model()
 
-clamp_state("am_layer", 0, lm.n_layers, 4)
-clamp_state("am_dim", 0, lm.d_model - 1, 90)
-st.session_state.setdefault("am_lr", 1e-3)
-st.session_state.setdefault("am_l2", actmax.DEFAULT_L2)
+target_defaults(lm, "am", layer=4, dim=90)
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from lab import actmax
 from lab.charts import actmax as charts
-from ui.actmax_run import L2_OPTIONS, LR_OPTIONS, clamp_state, current_result, run_live
+from ui.actmax_run import L2_OPTIONS, LR_OPTIONS, current_result, run_live, target_defaults
 from ui.common import current_model, first_line, seed
 from ui.jobs import Job
 
@@ -22,10 +22,7 @@ st.markdown(
 
 lm = current_model()
 
-clamp_state("rp_layer", 0, lm.n_layers, 8)
-clamp_state("rp_dim", 0, lm.d_model - 1, 91)
-st.session_state.setdefault("rp_lr", 1e-3)
-st.session_state.setdefault("rp_l2", actmax.DEFAULT_L2)
+target_defaults(lm, "rp", layer=8, dim=91)
 
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
