@@ -22,6 +22,37 @@ import torch
 from lab.models import LabModel
 
 _PATTERN = re.compile(r"^blocks\.(\d+)\.(hook_resid_post|hook_mlp_out|mlp\.hook_post)$")
+EMBED = "hook_embed"
+# kind -> name template: the only place hook names are spelled out
+_TEMPLATES = {"resid_post": "blocks.{layer}.hook_resid_post", "mlp_out": "blocks.{layer}.hook_mlp_out",
+              "mlp_post": "blocks.{layer}.mlp.hook_post"}
+KINDS = ("embed", *_TEMPLATES)
+
+
+def hook_name(kind: str, layer: int = -1) -> str:
+    """The hook point of `kind` ("embed", "resid_post", "mlp_out", "mlp_post") at block `layer`."""
+    if kind == "embed":
+        return EMBED
+    if kind not in _TEMPLATES:
+        raise ValueError(f"unknown hook kind {kind!r}; valid: {', '.join(KINDS)}")
+    return _TEMPLATES[kind].format(layer=layer)
+
+
+def resid_post(layer: int) -> str:
+    return hook_name("resid_post", layer)
+
+
+def mlp_out(layer: int) -> str:
+    return hook_name("mlp_out", layer)
+
+
+def mlp_post(layer: int) -> str:
+    return hook_name("mlp_post", layer)
+
+
+def width(lm: LabModel, name: str) -> int:
+    """Size of the last axis of hook point `name`: d_mlp for mlp.hook_post, else d_model."""
+    return lm.d_mlp if parse_hook(lm, name).kind == "mlp_post" else lm.d_model
 
 
 @dataclass(frozen=True)
@@ -33,15 +64,14 @@ class HookPoint:
 
 def hook_names(lm: LabModel) -> list[str]:
     """Every valid hook name of this model, in forward order."""
-    names = ["hook_embed"]
+    names = [EMBED]
     for layer in range(lm.n_layers):
-        names += [f"blocks.{layer}.mlp.hook_post", f"blocks.{layer}.hook_mlp_out",
-                  f"blocks.{layer}.hook_resid_post"]
+        names += [mlp_post(layer), mlp_out(layer), resid_post(layer)]
     return names
 
 
 def parse_hook(lm: LabModel, name: str) -> HookPoint:
-    if name == "hook_embed":
+    if name == EMBED:
         return HookPoint(name, "embed", -1)
     m = _PATTERN.match(name)
     if not m:

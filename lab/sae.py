@@ -49,7 +49,8 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 
 @dataclass(frozen=True)
 class SAEConfig:
-    n_latents: int | None = None   # dictionary size; None -> 8 * d_in (the seed's ~6000 for 768)
+    n_latents: int | None = None   # dictionary size; None -> expansion * d_in
+    expansion: int = 8             # latents per input dimension when n_latents is None (the seed's ~6000 for 768)
     k: int = 32                    # active latents per token (Top-K only)
     tied: bool = True              # decoder = encoder transposed: one parameter, not a copy
     activation: str = "topk"       # "topk" (ReLU, then keep the k largest) | "relu" (ReLU + L1)
@@ -83,7 +84,7 @@ class SAEConfig:
 
     def latents_for(self, d_in: int) -> int:
         """The dictionary size for inputs `d_in` wide (checks k against it)."""
-        n = self.n_latents if self.n_latents is not None else 8 * d_in
+        n = self.n_latents if self.n_latents is not None else self.expansion * d_in
         if self.activation == "topk" and self.k > n:
             raise ValueError(f"k ({self.k}) cannot exceed the number of latents ({n})")
         return n

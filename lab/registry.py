@@ -1,0 +1,72 @@
+"""The one list of experiments: the app's menu, the home page, the CLI's commands, the smoke
+tests and the job runner all read it. Adding an experiment = its lab module, its view, one
+line here.
+
+Importing this module is cheap (no torch): the app draws its menu from it before the heavy
+imports. `Experiment.module` is imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str       # registry key and CLI command: `python -m lab NAME`
+    title: str      # page title and menu label
+    icon: str       # Streamlit material icon of the menu entry
+    summary: str    # one sentence: the home page's list and the CLI's help
+    module: str     # the lab module with `run(lm, cfg, on_progress)` and the config class
+    config: str     # name of the config class in that module
+    view: str       # the page file, relative to the project root
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    @property
+    def config_class(self) -> type:
+        return getattr(self.load(), self.config)
+
+    def run(self, lm, cfg, on_progress=None):
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(f"{self.name} takes a {self.config}, got {type(cfg).__name__}")
+        return self.load().run(lm, cfg, on_progress)
+
+    def partial_result(self, lm, cfg, partial: Any):
+        """What a stopped run shows: the module's `partial_result`, else the partial itself."""
+        convert = getattr(self.load(), "partial_result", None)
+        return partial if convert is None or partial is None else convert(lm, cfg, partial)
+
+    @property
+    def url_path(self) -> str:
+        """The page's address: its file stem (AppTest and deep links rely on this)."""
+        return self.view.rsplit("/", 1)[-1].removesuffix(".py")
+
+
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment("hidden", "Hidden states", ":material/bar_chart:",
+               "How the residual stream's values are distributed at every layer, and how alike layers are.",
+               "lab.hidden", "HiddenConfig", "views/hidden_states.py"),
+    Experiment("actmax", "Activation maximization", ":material/trending_up:",
+               "Which input makes one chosen activation fire hardest? Gradient ascent on input embeddings.",
+               "lab.actmax", "ActMaxConfig", "views/activation_max.py"),
+    Experiment("repro", "Reproducibility", ":material/repeat:",
+               "Does that answer survive a different random start? Many restarts against random vectors.",
+               "lab.actmax.repro", "ReproConfig", "views/reproducibility.py"),
+    Experiment("sae", "Sparse autoencoder", ":material/grain:",
+               "Rewrite one layer's activations as a few features; find a geography feature and test whether it is real.",
+               "lab.sae_text", "SAETextConfig", "views/sae_text.py"),
+    Experiment("laminar", "Laminar profile", ":material/layers:",
+               "A fresh sparse autoencoder at every layer: how sparsity and reconstruction change with depth.",
+               "lab.laminar", "LaminarConfig", "views/laminar.py"),
+)
+
+
+def get(name: str) -> Experiment:
+    for e in EXPERIMENTS:
+        if e.name == name:
+            return e
+    raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(e.name for e in EXPERIMENTS)}")
