@@ -8,7 +8,7 @@ imports. `Experiment.module` is imported on first use.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +22,9 @@ class Experiment:
     module: str     # the lab module with `run(lm, cfg, on_progress)` and the config class
     config: str     # name of the config class in that module
     view: str       # the page file, relative to the project root
+    # the smallest settings that still exercise the whole run (the smoke test's config):
+    # field paths ("sae.epochs") -> values, applied to the config's defaults
+    smoke: dict = field(default_factory=dict, compare=False)
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -39,6 +42,10 @@ class Experiment:
         """What a stopped run shows: the module's `partial_result`, else the partial itself."""
         convert = getattr(self.load(), "partial_result", None)
         return partial if convert is None or partial is None else convert(lm, cfg, partial)
+
+    def smoke_config(self):
+        from lab.experiment import build
+        return build(self.config_class, self.smoke)
 
     @property
     def url_path(self) -> str:
@@ -70,3 +77,11 @@ def get(name: str) -> Experiment:
         if e.name == name:
             return e
     raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(e.name for e in EXPERIMENTS)}")
+
+
+def for_config(cfg) -> Experiment:
+    """The experiment whose config class `cfg` is an instance of."""
+    for e in EXPERIMENTS:
+        if type(cfg).__name__ == e.config and isinstance(cfg, e.config_class):
+            return e
+    raise ValueError(f"no experiment takes a {type(cfg).__name__}")

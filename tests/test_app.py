@@ -2,9 +2,9 @@
 import pytest
 
 from conftest import app_test
+from lab.registry import EXPERIMENTS
 
-PAGES = ["views/home.py", "views/hidden_states.py", "views/activation_max.py",
-         "views/reproducibility.py", "views/sae_text.py", "views/laminar.py"]
+PAGES = ["views/home.py"] + [e.view for e in EXPERIMENTS]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -35,3 +35,10 @@ def test_unloadable_model_says_why_and_offers_offline(monkeypatch):
     assert not at.exception
     assert any("Could not load gpt2-xl" in e.value for e in at.error)
     assert any("smollm2-135m" in b.label for b in at.button)
+
+
+def test_home_lists_every_experiment():
+    at = app_test()
+    text = " ".join(m.value for m in at.markdown)
+    for e in EXPERIMENTS:
+        assert e.title in text and e.summary in text

@@ -2,10 +2,11 @@
 import pytest
 
 from conftest import open_page, screenshot
+from lab.registry import EXPERIMENTS
 
 pytestmark = pytest.mark.browser
 
-PAGES = ["", "hidden_states", "activation_max", "reproducibility", "sae_text", "laminar"]
+PAGES = [""] + [e.url_path for e in EXPERIMENTS]
 
 
 def test_every_page_renders(app_url, page):

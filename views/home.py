@@ -1,23 +1,15 @@
 import streamlit as st
 
+from lab.registry import EXPERIMENTS
 from ui.common import current_model
 
 st.title("Inside a transformer: the lab")
 st.markdown(
-    """
-A language model turns every token of a text into a vector (768 numbers in GPT-2 small) and
-passes it through a stack of blocks. Each block reads that **residual stream** and adds to it.
-This lab lets you look at those numbers and poke them:
-
-- **Hidden states**: how the values are distributed at every layer, and how alike layers are.
-- **Activation maximization**: which input makes one chosen dimension fire hardest?
-- **Reproducibility**: does that answer survive a different random start?
-- **Sparse autoencoder**: rewrite one layer's activations as a few features; find a "geography" feature, and test whether it is real.
-- **Laminar profile**: train a sparse autoencoder at every layer and see how sparsity and reconstruction change with depth.
-
-Pick a model in the sidebar. Every page explains what to look for in its charts.
-"""
-)
+    "A language model turns every token of a text into a vector (768 numbers in GPT-2 small) "
+    "and passes it through a stack of blocks. Each block reads that **residual stream** and "
+    "adds to it. This lab lets you look at those numbers and poke them:")
+st.markdown("\n".join(f"- **{e.title}**: {e.summary}" for e in EXPERIMENTS))
+st.markdown("Pick a model in the sidebar. Every page explains what to look for in its charts.")
 
 lm = current_model()
 st.subheader(f"Model: {lm.name}")
