@@ -20,13 +20,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lab.experiment import Cancelled, Progress
 from lab.registry import Experiment, for_config
-from lab.sizes import nbytes
+from lab.cache import DiskCache, ResultCache
 
 CACHE_BYTES = 1 << 30          # shared result cache: 1 GiB (the one place this is set)
 THREADS_PER_JOB = 1            # torch threads per running job (bench/class_load.py measures)
@@ -107,9 +106,9 @@ class Handle:
 class Runner:
     def __init__(self, load: Callable[[str, str], Any], workers: int = 1,
                  threads_per_job: int | None = THREADS_PER_JOB, cache_bytes: int = CACHE_BYTES,
-                 resolve: Callable[[Any], Experiment] = for_config):
+                 resolve: Callable[[Any], Experiment] = for_config, disk: DiskCache | None = None):
         self._load, self._resolve, self.threads_per_job = load, resolve, threads_per_job
-        self.cache = ResultCache(cache_bytes)
+        self.cache, self.disk = ResultCache(cache_bytes), disk
         self._lock = threading.Condition()
         self._jobs: dict[tuple, Job] = {}          # active jobs by key
         self._of_session: dict[str, Job] = {}      # each session's one active job
@@ -131,6 +130,10 @@ class Runner:
             if old is not None and old.key != key:
                 self._detach_locked(old, session)
             cached = self.cache.get(key)
+            if cached is None and self.disk is not None:
+                cached = self.disk.get(key)
+                if cached is not None:
+                    self.cache.put(key, cached)
             if cached is not None:
                 job = Job(key, exp, cfg, model, device, next(self._counter), status="done",
                           result=cached)
@@ -246,37 +249,6 @@ class Runner:
         self._lock.notify_all()
 
 
-class ResultCache:
-    """LRU of finished results, bounded by their size in bytes (lab.sizes.nbytes)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
-        self.bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key) -> Any:
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key][0]
-
-    def put(self, key, value) -> None:
-        size = nbytes(value)
-        with self._lock:
-            if key in self._items:
-                self.bytes -= self._items.pop(key)[1]
-            if size > self.max_bytes:
-                return                      # larger than the whole cache: not kept
-            self._items[key] = (value, size)
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, (_, dropped) = self._items.popitem(last=False)
-                self.bytes -= dropped
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key) -> bool:
-        return key in self._items
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -204,3 +204,18 @@ def test_nbytes_counts_buffers_once():
     t = torch.zeros(100, 10)
     assert nbytes(t) == 4000
     assert nbytes({"x": t, "y": t}) - nbytes({"x": 0, "y": 0}) == 4000 - 28
+
+
+def test_disk_cache_serves_what_warm_wrote(tmp_path):
+    from lab.cache import DiskCache
+    disk = DiskCache(tmp_path)
+    key = ("m", "cpu", "fake", FakeConfig(seed=5))
+    disk.put(key, FakeResult(5, np.arange(3)))
+    assert disk.get(("m", "cpu", "fake", FakeConfig(seed=6))) is None
+    GATES.clear(), STARTED.clear(), RUNS.clear()
+    warm = Runner(load=lambda m, d: m, workers=1, threads_per_job=None,
+                  resolve=lambda cfg: FAKE, disk=disk)
+    h = warm.submit("m", "cpu", FakeConfig(seed=5), "alice")
+    assert h.status == "done" and h.result.values.tolist() == [0, 1, 2] and STARTED == []
+    (tmp_path / next(p.name for p in tmp_path.iterdir())).write_bytes(b"garbage")
+    assert disk.get(key) is None                       # unreadable: recomputed, no crash

@@ -6,7 +6,7 @@ import os
 import streamlit as st
 
 from lab.models import (MODEL_NAMES, SMOLLM2, LabModel, ModelUnavailable, available_devices,
-                        available_offline, hub_reachable, load_model)
+                        available_offline, hub_reachable, load_model, resolve_device)
 
 
 @st.cache_data(ttl=120, show_spinner=False)
@@ -44,9 +44,15 @@ def sidebar() -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _load(name: str, device: str) -> LabModel:
+def _load_resolved(name: str, device: str) -> LabModel:
     # Shared by every session: never mutate it; hooks are added and removed per call.
     return load_model(name, device)
+
+
+def load_shared(name: str, device: str) -> LabModel:
+    """The process's one copy of a model ("auto" and "cpu" name the same copy on a CPU box);
+    the job runner loads through this too."""
+    return _load_resolved(name, str(resolve_device(device)))
 
 
 def _use_offline() -> None:
@@ -59,7 +65,7 @@ def current_model() -> LabModel:
     device = st.session_state.get("device", "auto")
     try:
         with st.spinner(f"Loading {name}... (the first load of a model can take a minute)"):
-            return _load(name, device)
+            return load_shared(name, device)
     except (ModelUnavailable, ValueError, OSError) as e:
         st.error(f"Could not load {name}: {first_line(e)}")
         if name != SMOLLM2:

@@ -20,10 +20,16 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from lab.registry import Experiment
-from ui.common import first_line
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-REDRAW_S = 0.5   # redraw the bar and a live chart at most this often: each redraw costs
+from lab.cache import DiskCache
+from lab.registry import Experiment
+from lab.runner import Runner, format_duration
+from ui.common import load_shared
+
+REDRAW_S = 0.5      # redraw the bar and a live chart at most this often: each redraw costs
+POLL_S = 0.2        # how often a waiting page looks at its job (a Stop lands within this)
+WORKERS, THREADS_PER_JOB = 2, 1   # on 2 cores: two one-thread jobs (bench/class_load.py)
 
 
 class Job:
@@ -76,38 +82,67 @@ def stop_button(job: Job) -> None:
     st.button("Stop", key=f"stop:{job.key}", icon=":material/stop_circle:")
 
 
+@st.cache_resource(show_spinner=False)
+def runner() -> Runner:
+    """The process's one job runner, shared by every browser session."""
+    return Runner(load=load_shared, workers=WORKERS, threads_per_job=THREADS_PER_JOB,
+                  disk=DiskCache())
+
+
+def session_id() -> str:
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "no-session"
+
+
 def run_live(lm, exp: Experiment, cfg, draw: Callable[[Any], None] | None = None) -> Any:
-    """Run `exp` with `cfg` on `lm`: a Stop button, a progress bar and, when given,
-    `draw(partial)` redrawn live. Returns the result, or None after showing why it failed."""
+    """Submit `cfg` to the shared runner and follow it: queue position and wait, then a
+    progress bar and, when given, `draw(partial)` redrawn live; a Stop button. A Stop (or
+    any click, or the browser going away) detaches this session: the job is cancelled when
+    no other session waits for it. Returns the result, or None (after saying why)."""
     job = Job(exp.name)
     job.start(cfg, lm.name)
-    stop_slot, bar_slot, live_slot = st.empty(), st.empty(), st.empty()
+    handle = runner().submit(lm.name, str(lm.device), cfg, session_id())
+    stop_slot, note_slot, bar_slot, live_slot = st.empty(), st.empty(), st.empty(), st.empty()
     with stop_slot:
         stop_button(job)
-    bar = bar_slot.progress(0.0, text="Starting...")
-    last = [0.0]
+    try:
+        _follow(handle, job, note_slot, bar_slot, live_slot, draw)
+    finally:
+        if handle.status in ("queued", "running"):
+            handle.detach()
+    for slot in (stop_slot, note_slot, bar_slot, live_slot):
+        slot.empty()
+    if handle.status == "failed":
+        job.finish(None)
+        st.error(f"The run failed: {handle.error}", icon=":material/error:")
+        return None
+    job.finish(handle.result)
+    return handle.result
 
-    def on_progress(p) -> None:
+
+def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
+    last = 0.0
+    while not handle.wait(POLL_S):
+        if handle.status == "queued":
+            eta = handle.eta
+            about = f", about {format_duration(eta)}" if eta is not None else ""
+            note_slot.info(f"Queued: {handle.position} run(s) ahead of you{about}.",
+                           icon=":material/hourglass_top:")
+            continue
+        p = handle.progress
+        if p is None or time.monotonic() - last < REDRAW_S:
+            continue
+        last = time.monotonic()
         job.update(p.partial, p.message)
-        if time.monotonic() - last[0] < REDRAW_S and p.done < p.total:
-            return
-        last[0] = time.monotonic()
-        bar.progress(p.fraction, text=p.message)
+        shared = handle.shared_with
+        note_slot.caption(f"Shared with {shared} other session(s): the same settings run once."
+                          if shared else "")
+        bar_slot.progress(p.fraction, text=p.message)
         if draw is not None and p.partial is not None:
             with live_slot.container():
                 draw(p.partial)
-
-    try:
-        result = exp.run(lm, cfg, on_progress)
-    except (ValueError, RuntimeError) as e:
-        job.finish(None)
-        st.error(f"The run failed: {first_line(e)}", icon=":material/error:")
-        return None
-    finally:
-        for slot in (stop_slot, bar_slot, live_slot):
-            slot.empty()
-    job.finish(result)
-    return result
+    if handle.progress is not None:
+        job.update(handle.progress.partial, handle.progress.message)
 
 
 def job_result(lm, exp: Experiment) -> Any:
