@@ -1,9 +1,11 @@
-"""Long jobs on a page: progress, a Stop button, and results that survive the stop.
+"""Long jobs on a page: the shared runner's queue, progress, a Stop button, and results that
+survive the stop.
 
-Streamlit stops a running script when the user clicks any button (the script reruns). So a
-run writes each `Progress.partial` into `st.session_state` as it goes; after a Stop the
-rerun finds it there and shows it (through the experiment's `partial_result`), marked as
-stopped.
+Runs go to the process's one `lab.runner.Runner` (identical settings run once for the whole
+class; a fair queue). The page follows its job; Streamlit ends a waiting script when the user
+clicks any button (the script reruns) or leaves, and the page then detaches from the job.
+The newest `Progress.partial` is kept in `st.session_state`, so after a Stop the rerun shows
+it (through the experiment's `partial_result`), marked as stopped.
 
     exp = registry.get("actmax")
     if st.button("Run"):
@@ -107,7 +109,9 @@ def run_live(lm, exp: Experiment, cfg, draw: Callable[[Any], None] | None = None
         stop_button(job)
     try:
         _follow(handle, job, note_slot, bar_slot, live_slot, draw)
-    finally:
+    finally:   # also on Stop: keep the newest partial, then stop waiting
+        if handle.progress is not None:
+            job.update(handle.progress.partial, handle.progress.message)
         if handle.status in ("queued", "running"):
             handle.detach()
     for slot in (stop_slot, note_slot, bar_slot, live_slot):
@@ -141,8 +145,6 @@ def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
         if draw is not None and p.partial is not None:
             with live_slot.container():
                 draw(p.partial)
-    if handle.progress is not None:
-        job.update(handle.progress.partial, handle.progress.message)
 
 
 def job_result(lm, exp: Experiment) -> Any:
