@@ -1,10 +1,9 @@
 import threading
-import time
 
 import pytest
 import torch
 
-from lab.hooks import capture, forward, hook_names, parse_hook, run_with_hooks
+from lab.hooks import capture, forward, hook_names, parse_hook, resid_post, run_with_hooks
 
 TEXT = "The capital of France is Paris, and the capital of Hungary is Budapest."
 
@@ -112,32 +111,40 @@ def test_inputs_embeds_and_gradients_flow(tiny):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_two_threads_never_see_each_others_activations(smol):
-    """Two sessions share one cached model; each capture must hold only its own forward."""
-    texts = {0: "Pálinka is a fruit brandy from Hungary. " * 6,
-             1: "Light-emitting diodes turn current into light. " * 6}
-    name = "blocks.5.hook_resid_post"
+@pytest.mark.parametrize("model", ["tiny", "smol"])
+def test_two_threads_never_see_each_others_activations(model, request):
+    """Two sessions share one cached model. Ordered by events, not by timing: thread B's
+    forward runs while thread A's capture is open, and A's capture must stay empty; then A's
+    own forward fills it with exactly its own activations."""
+    lm = request.getfixturevalue(model)
+    name = resid_post(1)
+    ids = {i: lm.tokenizer(t, return_tensors="pt").input_ids
+           for i, t in enumerate(["Pálinka is a fruit brandy from Hungary.",
+                                  "Light-emitting diodes turn current into light."])}
     with torch.no_grad():
-        expected = {i: run_with_hooks(smol, [name], input_ids=smol.tokenizer(t, return_tensors="pt").input_ids)[name]
-                    for i, t in texts.items()}
-    errors, barrier = [], threading.Barrier(2)
+        expected = run_with_hooks(lm, [name], input_ids=ids[0])[name]
+    a_open, b_done = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
 
-    def worker(i):
-        ids = smol.tokenizer(texts[i], return_tensors="pt").input_ids
-        try:
-            barrier.wait()
-            for _ in range(8):
-                with torch.no_grad(), capture(smol, [name], stop_early=True) as cache:
-                    forward(smol, input_ids=ids)
-                    time.sleep(0.02)  # keep the hooks live while the other thread runs
-                if not torch.equal(cache[name], expected[i]):
-                    errors.append(f"thread {i} saw foreign activations")
-        except Exception as e:  # surface any failure from the thread
-            errors.append(repr(e))
+    def thread_a():
+        with torch.no_grad(), capture(lm, [name], stop_early=True) as cache:
+            a_open.set()
+            assert b_done.wait(60), "thread B never ran"
+            seen["after_b"] = dict(cache)          # B's forward ran with A's hooks live
+            forward(lm, input_ids=ids[0])
+            seen["own"] = cache.get(name)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    def thread_b():
+        assert a_open.wait(60)
+        with torch.no_grad():
+            seen["b_out"] = forward(lm, input_ids=ids[1])
+        b_done.set()
+
+    threads = [threading.Thread(target=f) for f in (thread_a, thread_b)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert errors == []
+        t.join(120)
+    assert seen["b_out"] is not None, "B's forward was stopped by A's stop hook"
+    assert seen["after_b"] == {}, "A's capture recorded B's forward"
+    assert torch.equal(seen["own"], expected)
