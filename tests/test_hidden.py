@@ -1,4 +1,5 @@
-"""lab.hidden: statistics against numpy/HF references, bad input, the CLI, and the page (AppTest)."""
+"""lab.hidden: statistics against numpy/HF references, bad input, the contract (config, run,
+record), the CLI, and the page (AppTest)."""
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
@@ -12,6 +13,7 @@ from conftest import app_test
 from lab import hidden as H
 from lab.charts import hidden as charts
 from lab.cli import main as cli_main
+from lab.experiment import Progress
 
 SHORT = "The cat sat on the mat. It was warm, and the cat was happy."
 PAGE = "views/hidden_states.py"
@@ -215,6 +217,69 @@ def test_charts_have_axis_titles(tiny_states):
     assert grid["spec"]["encoding"]["x"]["scale"]["constant"] == pytest.approx(result.bin_constant)
 
 
+# ---------------------------------------------------------------- the contract: config, run, record
+
+def test_config_holds_the_inputs_and_checks_them():
+    assert H.HiddenConfig().input_text() == H.default_text()  # "" is the bundled paragraph
+    assert H.HiddenConfig(text="\ufeffhello").input_text() == "hello"  # a UTF-8 file's BOM dropped
+    assert hash(H.HiddenConfig(text=SHORT)) == hash(H.HiddenConfig(text=SHORT))
+    for bad, start in [(dict(text="  \n"), "The text is empty"), (dict(text="a\x00b"), "This file looks binary"),
+                       (dict(max_tokens=1), "max_tokens must be at least 2")]:
+        with pytest.raises(ValueError, match=f"^{start}"):
+            H.HiddenConfig(**bad)
+    assert H.forward_config(H.HiddenConfig(text=SHORT, max_tokens=9, n_bins=7, seed=4)) == \
+        H.HiddenConfig(text=SHORT, max_tokens=9)
+
+
+def test_hook_points_are_the_lab_hooks_names(tiny):
+    assert H.hook_points(2) == ["hook_embed", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert all(lab.hooks.parse_hook(tiny, n) for n in H.hook_points(tiny.n_layers))
+
+
+def test_run_is_capture_then_analyze_with_progress(tiny):
+    seen: list[Progress] = []
+    cfg = H.HiddenConfig(text=SHORT, max_tokens=9, keep_first_token=True, seed=2)
+    result = H.run(tiny, cfg, seen.append)
+    assert [p.fraction for p in seen] == [0.0, 0.5, 1.0] and seen[-1].partial is result
+    kept = H.partial_result(tiny, cfg, seen[1].partial)  # a Stop after the forward keeps it
+    assert isinstance(seen[1].partial, H.HiddenStates) and kept.summary.equals(result.summary)
+    assert all(p.message for p in seen)
+    again = H.analyze(H.capture_states(tiny, SHORT, 9), cfg)
+    assert result.summary.equals(again.summary) and result.points.equals(again.points)
+    assert result.n_tokens == 9 and result.config is cfg
+
+
+def test_run_reuses_given_states_without_a_forward(tiny, monkeypatch):
+    cfg = H.HiddenConfig(text=SHORT)
+    states = H.capture(tiny, H.forward_config(cfg))
+    monkeypatch.setattr(lab.hooks, "forward", lambda *a, **k: pytest.fail("the model ran again"))
+    result = H.run(tiny, H.HiddenConfig(text=SHORT, bin_scale="linear"), states=states)
+    assert result.n_text_tokens == states.n_text_tokens
+    other = H.HiddenStates("gpt2", states.values, states.labels, states.token_ids, states.tokens,
+                           states.used_text, states.n_text_tokens, states.max_tokens, 0.0)
+    with pytest.raises(ValueError, match="captured with gpt2"):
+        H.run(tiny, cfg, states=other)
+
+
+def test_record_is_plain_json_and_frames_are_the_chart_tables(tiny):
+    cfg = H.HiddenConfig(text=SHORT, seed=5)
+    result = H.run(tiny, cfg)
+    rec = result.to_record()
+    assert json.loads(json.dumps(rec, allow_nan=False)) == rec
+    assert rec["experiment"] == "hidden" and rec["model"] == "tiny-gpt2" and rec["seed"] == 5
+    assert rec["config"]["text"] == SHORT and len(rec["cov"]) == len(rec["r2"]) == 5
+    assert set(result.frames()) == {"summary", "outlier_dims", "histogram", "pairs", "points"}
+    assert result.frames()["points"] is result.points
+    brief = result.brief()
+    assert brief["tokens"] == f"{result.n_tokens} used of {result.n_text_tokens}, token 0 excluded"
+    assert "final norm" in brief["summary per state"]
+    constant = H.HiddenStates("c", np.ones((3, 4, 2), np.float32), ("embed", "block 0", "final norm"),
+                              (0, 1, 2, 3), ("a", "b", "c", "d"), "abcd", 4, 4, 0.0)
+    flat = H.analyze(constant).to_record()  # NaN kurtosis of a constant state: null, not NaN
+    assert flat["summary"][0]["excess_kurtosis"] is None
+    json.dumps(flat, allow_nan=False)
+
+
 # ---------------------------------------------------------------- CLI
 
 def run_cli(*args):
@@ -233,6 +298,22 @@ def test_cli_json_prints_summary_and_r2(tmp_path):
     assert payload["summary"][0]["tokens"] == payload["tokens_in_text"] - 1
     code, out, _ = run_cli("hidden", "--model", "tiny-gpt2", "--text-file", str(f), "--keep-first-token", "--json")
     assert json.loads(out)["summary"][0]["tokens"] == payload["tokens_in_text"]
+
+
+def test_cli_max_tokens_seed_table_and_out(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_bytes("\ufeff".encode() + SHORT.encode())  # a BOM, as some editors write
+    code, out, _ = run_cli("hidden", "--model", "tiny-gpt2", "--text-file", str(f), "--max-tokens", "5",
+                           "--seed", "3", "--json")
+    payload = json.loads(out)
+    assert code == 0 and payload["tokens_used"] == 4 and payload["truncated"] and payload["seed"] == 3
+    code, out, err = run_cli("hidden", "--model", "tiny-gpt2", "--out", str(tmp_path / "o"))
+    assert code == 0 and "token 0 excluded" in out and "R^2 (squared Pearson" in out and "final norm" in out
+    assert "Done." in err
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {
+        "record.json", "summary.csv", "outlier_dims.csv", "histogram.csv", "pairs.csv", "points.csv"}
+    code, _, err = run_cli("hidden", "--model", "tiny-gpt2", "--max-tokens", "1")
+    assert code == 2 and err.strip() == "error: max_tokens must be at least 2, got 1"
 
 
 def test_cli_bad_files_exit_2_with_one_line(tmp_path):

@@ -5,7 +5,12 @@ import streamlit as st
 
 from lab import hidden
 from lab.charts import hidden as charts
+from lab.experiment import field_of
+from lab.hidden import HiddenConfig
+from ui import widgets
 from ui.common import current_model, first_line, seed
+
+PAGE_TOKENS = 1024  # the page's first token limit (the config's is the whole context): stays quick
 
 st.title("Hidden-state distributions")
 st.markdown(
@@ -20,14 +25,15 @@ lm = current_model()
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def _states(_lm, model_name: str, device: str, text: str, max_tokens: int):
-    # The only expensive step: keyed by model and text, so display options never rerun it.
-    return hidden.capture_states(_lm, text, max_tokens)
+def _states(_lm, model_name: str, device: str, forward: HiddenConfig):
+    # The only expensive step, keyed on what the forward reads: statistics widgets never rerun it.
+    return hidden.capture(_lm, forward)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _result(_lm, model_name: str, device: str, text: str, max_tokens: int, cfg: hidden.HiddenConfig):
-    return hidden.analyze(_states(_lm, model_name, device, text, max_tokens), cfg)
+def _result(_lm, model_name: str, device: str, cfg: HiddenConfig):
+    states = _states(_lm, model_name, device, hidden.forward_config(cfg))
+    return hidden.run(_lm, cfg, states=states)
 
 
 def _label(state: int) -> str:
@@ -42,28 +48,26 @@ with left:
     upload = st.file_uploader("Or upload a .txt file (it replaces the text above)", type=["txt"],
                               key="hidden_upload")
 with right:
-    max_tokens = st.number_input(
-        "Token limit", min_value=2, max_value=lm.n_ctx, value=min(1024, lm.n_ctx), step=64,
-        key="hidden_max_tokens",
-        help=f"Longer texts are cut to this many tokens (the model's context is {lm.n_ctx}).")
-    keep_first = st.checkbox("Keep token 0", value=False, key="hidden_keep_first",
-                             help="The first token has no context and carries extreme values; "
-                                  "it is left out of every statistic unless kept.")
+    st.session_state.setdefault("hidden_max_tokens", min(PAGE_TOKENS, lm.n_ctx))
+    max_tokens = widgets.number(
+        "Token limit", HiddenConfig, "max_tokens", key="hidden_max_tokens", lo=2, hi=lm.n_ctx, step=64,
+        help=f"{field_of(HiddenConfig, 'max_tokens').help} The model's context is {lm.n_ctx}.")
+    keep_first = widgets.checkbox("Keep token 0", HiddenConfig, "keep_first_token",
+                                  key="hidden_keep_first")
     show_norm = st.checkbox("Show the last state after the final norm too", value=True,
                             key="hidden_show_norm")
-    bin_scale = st.radio("Histogram bins", hidden.BIN_SCALES, horizontal=True, key="hidden_bins",
-                         help="symlog: fine bins near zero and wide ones in the tails, so narrow "
-                              "and wide layers are both readable; linear: equal-width bins.")
+    bin_scale = widgets.choice("Histogram bins", HiddenConfig, "bin_scale", key="hidden_bins")
     symlog_y = st.checkbox("Symlog value axis on the scatter plots", value=False, key="hidden_symlog_y")
     first, last = st.select_slider("States shown", options=list(range(lm.n_layers + 1)),
                                    value=(0, lm.n_layers), format_func=_label, key="hidden_layers")
 
 try:
     text = hidden.decode_upload(upload.getvalue()) if upload is not None else typed
-    hidden.check_text(text)
-    cfg = hidden.HiddenConfig(keep_first_token=keep_first, bin_scale=bin_scale, seed=seed())
+    hidden.check_text(text)  # an emptied box is a mistake here, not the bundled paragraph
+    cfg = HiddenConfig(text=text, max_tokens=int(max_tokens), keep_first_token=keep_first,
+                       bin_scale=bin_scale, seed=seed())
     with st.spinner("Running the model once over the text..."):
-        result = _result(lm, lm.name, str(lm.device), text, int(max_tokens), cfg)
+        result = _result(lm, lm.name, str(lm.device), cfg)
 except ValueError as e:
     st.error(first_line(e), icon=":material/error:")
     st.stop()
@@ -139,6 +143,6 @@ d1.download_button("Summary (CSV)", result.summary.to_csv(index=False), "hidden_
 d2.download_button("R² and covariance (CSV)", result.pairs.to_csv(index=False), "hidden_pairs.csv",
                    "text/csv", icon=":material/download:", key="hidden_dl_pairs")
 d3.download_button("Everything with config (JSON)",
-                   json.dumps({**result.to_dict(), "seed": seed(), "device": str(lm.device)}, indent=1),
+                   json.dumps({**result.to_record(), "device": str(lm.device)}, indent=1),
                    "hidden_states.json", "application/json", icon=":material/download:",
                    key="hidden_dl_json")
