@@ -18,39 +18,39 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
-POOLS = ("text", "labelled")
+from lab.experiment import param, validate
 
 
 @dataclass(frozen=True)
 class SelectivityConfig:
-    target: tuple[str, ...] = ("Romania", "Hungary", "Greece")   # words whose tokens are "target"
-    control: tuple[str, ...] = ("fruit", "alcohol")               # words whose tokens are "control"
-    eps: float = 1e-3       # added to the control mean (latent units: inputs have unit variance)
-    n_shuffles: int = 1000  # permutation draws; p-values cannot go below 1 / (n_shuffles + 1)
-    pool: str = "text"      # fake targets drawn from every non-control token ("text") or by
-                            # swapping labels among the target and control tokens ("labelled")
-    alpha: float = 0.05     # family-wise level at which a latent "survives" the control
-    top: int = 20           # rows in the table of top-scoring latents
-    seed: int = 0           # seeds the shuffles
+    target: tuple[str, ...] = param(("Romania", "Hungary", "Greece"),
+                                    "Words whose tokens are the targets (every sub-token of a "
+                                    "word counts).")
+    control: tuple[str, ...] = param(("fruit", "alcohol"), "Words whose tokens are the controls.")
+    eps: float = param(1e-3, "Added to the control mean (latent units: the inputs have unit "
+                             "variance).", gt=0)
+    n_shuffles: int = param(1000, "Permutation draws; p-values go down to 1/(shuffles+1).", min=1)
+    pool: Literal["text", "labelled"] = param(
+        "text", "Where shuffled targets come from: 'text' draws them from any non-control token "
+                "(do the targets stand out from the rest of the text?); 'labelled' only swaps "
+                "the labels of the target and control tokens.")
+    alpha: float = param(0.05, "Family-wise level at which a latent survives the control "
+                               "(below 1).", gt=0, max=1)
+    top: int = param(20, "Rows in the table of top-scoring latents.", min=1)
+    seed: int = param(0, "Seeds the shuffles.", min=0)
 
     def __post_init__(self):
         object.__setattr__(self, "target", _words(self.target, "target"))
         object.__setattr__(self, "control", _words(self.control, "control"))
-        if not (np.isfinite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps must be a finite positive number, got {self.eps}")
-        if self.n_shuffles < 1:
-            raise ValueError(f"n_shuffles must be at least 1, got {self.n_shuffles}")
-        if self.pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
-        if not 0 < self.alpha < 1:
+        validate(self)
+        if self.alpha >= 1:
             raise ValueError(f"alpha must be between 0 and 1, got {self.alpha}")
-        if self.top < 1:
-            raise ValueError(f"top must be at least 1, got {self.top}")
 
 
 def parse_words(text: str) -> tuple[str, ...]:
@@ -166,15 +166,21 @@ class Selectivity:
                 f"as the top one ({best['score']:.3g}) by chance.")
 
 
-def selectivity(z: torch.Tensor, text: str, spans, cfg: SelectivityConfig) -> Selectivity:
-    """Score every latent of the code z [n_tokens, L] (tokens in text order, `spans` their
-    character offsets in `text`) and run the permutation control."""
-    target, control, missing = label_tokens(text, spans, cfg)
-    return selectivity_from_masks(z, target, control, cfg, missing)
+    def empty_control_note(self) -> str:
+        """A sentence when top latents never fire on a control token ("" otherwise)."""
+        top = self.top()
+        n_zero = int((top["control_mean"] == 0).sum())
+        if not n_zero:
+            return ""
+        return (f"{n_zero} of the top {len(top)} never fire on a control token, so their "
+                f"score is just their target mean / {self.config.eps:g}: the ratio explodes "
+                "whenever the denominator is empty.")
 
 
 def selectivity_from_masks(z: torch.Tensor, target: np.ndarray, control: np.ndarray,
                            cfg: SelectivityConfig, missing=()) -> Selectivity:
+    """Score every latent of the code z [n_tokens, L] against boolean token masks (from
+    `label_tokens`) and run the permutation control."""
     z = torch.as_tensor(z).float()
     t, c = torch.as_tensor(target), torch.as_tensor(control)
     obs = scores(z, t, c, cfg.eps)                                         # [L]
@@ -217,37 +223,3 @@ def token_latent_frame(z: torch.Tensor, tokens, latents, target=None, control=No
                          "label": np.repeat(np.asarray(labels, dtype=object), len(latents)),
                          "role": np.repeat(role, len(latents)),
                          "latent": np.tile(latents, n), "activation": sub.reshape(-1)})
-
-
-# ---------------------------------------------------------------- one call for the page / CLI
-
-@dataclass(frozen=True)
-class TextSAEAnalysis:
-    """Everything the page and the CLI show about a trained SAE on one text."""
-    stats: pd.DataFrame          # latent_stats: one row per latent
-    counts: dict                 # {dead, always-on, selective: latents}
-    selectivity: Selectivity
-    z: torch.Tensor              # [n_tokens, latents] the code of every token
-    target: np.ndarray           # [n_tokens] bool
-    control: np.ndarray          # [n_tokens] bool
-    warning: str | None          # too few tokens per latent, in words
-
-    def summary(self) -> dict:
-        return {**{f"{k}_latents": v for k, v in self.counts.items()},
-                "mean_density": float(self.stats["density"].mean()),
-                "n_tokens": int(self.z.shape[0]), "n_latents": int(self.z.shape[1]),
-                "tokens_per_latent": self.z.shape[0] / max(self.z.shape[1], 1),
-                **self.selectivity.summary()}
-
-
-def analyze(sae, text_acts, text: str, cfg: SelectivityConfig) -> TextSAEAnalysis:
-    """Latent statistics, selectivity with its permutation control, and the code, for an
-    SAE trained on `text_acts` (from `lab.sae.text_activations(lm, text, ...)`)."""
-    from lab.sae import class_counts, data_warning, encode_rows, latent_stats
-    target, control, missing = label_tokens(text, text_acts.spans, cfg)
-    z = encode_rows(sae, text_acts.acts)
-    stats = latent_stats(sae, text_acts.acts)
-    sel = selectivity_from_masks(z, target, control, cfg, missing)
-    return TextSAEAnalysis(stats=stats, counts=class_counts(stats), selectivity=sel, z=z,
-                           target=target, control=control,
-                           warning=data_warning(text_acts.n_tokens, sae.n_latents))

@@ -1,4 +1,4 @@
-"""lab.sae, lab.selectivity, the sae CLI and the page (AppTest), on tiny configs."""
+"""lab.sae, lab.selectivity, lab.sae_text, the sae CLI and the page (AppTest), on tiny configs."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,14 @@ import pytest
 import torch
 
 from lab import sae as lsae
+from lab import sae_text
 from lab import selectivity as lsel
 from lab.charts import sae as charts
+from lab.experiment import build
 from lab.paths import read_text
 from lab.sae import SAEConfig, SparseAutoencoder, init_sae, train_sae
+from lab.sae.kernels import _DenseCode
+from lab.sae.train import _step, _Tally
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -83,7 +87,7 @@ def test_sparse_step_gradients_equal_dense_autograd(activation, tied):
 def test_dense_relu_step_gradients_equal_dense_autograd(tied):
     sae, x = _sae("relu", tied)
     xs = x / sae.scale
-    recon, z = lsae._DenseCode.apply(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec)
+    recon, z = _DenseCode.apply(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec)
     loss, _ = lsae.loss_terms(sae, xs, recon, z, l1=0.05)
     fast = torch.autograd.grad(loss, list(sae.parameters()))
     recon_d, z_d = lsae.dense_forward(sae, xs)
@@ -125,8 +129,8 @@ def test_loss_falls_on_repeated_steps_on_one_batch(activation):
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, fused=True)
     losses = []
     for _ in range(30):
-        tally = lsae._Tally(sae.n_latents)
-        lsae._step(sae, opt, x / sae.scale, cfg, tally, dense=False)
+        tally = _Tally(sae.n_latents)
+        _step(sae, opt, x / sae.scale, cfg, tally, dense=False)
         losses.append(tally.loss)
     assert losses[-1] < 0.7 * losses[0]
     assert all(b < a + 1e-6 for a, b in zip(losses[:5], losses[1:6]))
@@ -344,10 +348,10 @@ def test_token_latent_frame_and_charts_have_titled_axes():
 
 
 def test_analyze_on_tiny_end_to_end(tiny):
-    text = read_text("palinka.txt")
-    ta = lsae.text_activations(tiny, text, 2)
-    sae, _ = train_sae(ta.acts, SAEConfig(n_latents=128, k=8, epochs=3, lr=1e-3))
-    res = lsel.analyze(sae, ta, text, lsel.SelectivityConfig(n_shuffles=1000))
+    res = sae_text.run(tiny, build(sae_text.SAETextConfig, {
+        "layer": 2, "sae.n_latents": 128, "sae.k": 8, "sae.epochs": 3, "sae.lr": 1e-3,
+        "selectivity.n_shuffles": 1000}))
+    ta = lsae.text_activations(tiny, read_text("palinka.txt"), 2)
     s = res.summary()
     assert s["n_tokens"] == ta.n_tokens and s["n_latents"] == 128
     assert s["dead_latents"] + s["always-on_latents"] + s["selective_latents"] == 128
@@ -359,7 +363,7 @@ def test_analyze_on_tiny_end_to_end(tiny):
 
 def test_cli_sae_json_and_bad_input(capsys):
     from lab.cli import main
-    rc = main(["sae", "--model", "tiny-gpt2", "--layer", "1", "--epochs", "2", "--latents", "64",
+    rc = main(["sae", "--model", "tiny-gpt2", "--layer", "1", "--epochs", "2", "--n-latents", "64",
                "--k", "4", "--quiet", "--top", "3", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["n_latents"] == 64 and len(out["top_latents"]) == 3

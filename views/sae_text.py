@@ -1,27 +1,37 @@
 """Sparse autoencoder on a text: the Palinka experiment (seed 002).
 
-Widgets -> SAEConfig -> lab.sae.train_sae (live curves, Stop keeps the model) ->
-lab.selectivity.analyze -> charts. Trained SAEs stay in the session and can be downloaded.
+Widgets -> SAETextConfig -> ui.jobs.run_live (registry "sae": live curves; a Stop keeps the
+SAE trained so far) -> SAETextResult -> charts. The word lists can change after training:
+`result.rescore` scores the same code again (memoised per run). Trained runs stay in the
+session (MAX_RUNS) and can be downloaded.
 """
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import streamlit as st
 
-from lab import sae as lsae
-from lab import selectivity as lsel
+from lab import registry, sae_text
 from lab.charts import sae as charts
-from lab.paths import read_text
+from lab.experiment import field_of
+from lab.hooks import hook_name, width
+from lab.sae import SAEConfig
+from lab.sae.text import EMPTY_TEXT
+from lab.sae_text import SAETextConfig, SAETextResult
+from lab.selectivity import SelectivityConfig, parse_words
+from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, stop_button
+from ui.jobs import job_result, run_live
 
-RUNS = "sae_runs"              # session_state: list of trained runs (dicts), newest last
+EXP = registry.get("sae")
+C = SAETextConfig
+RUNS = "sae_runs"              # session_state: list of {"id", "result"}, newest last
 MAX_RUNS = 6                   # older runs are dropped (each holds an SAE and its activations)
-DEFAULT_TEXT = "palinka.txt"
-CHART_EVERY_S = 0.5            # redraw the live curves at most this often
+SOURCES = ["Pálinka (default)", "Paste", "Upload"]
+# selectivity field -> widget key (the widgets sit under a run's results; Train reads them)
+SEL_KEYS = {"target": "sae_target", "control": "sae_control", "n_shuffles": "sae_shuffles",
+            "pool": "sae_pool"}
 
 st.title("Sparse autoencoder on a text")
 st.markdown(
@@ -33,172 +43,178 @@ st.markdown(
 lm = current_model()
 
 
-@st.cache_data(show_spinner="Running the text through the model...", max_entries=8)
-def _activations(model_name: str, text: str, layer: int, site: str, drop_first: bool,
-                 _lm) -> lsae.TextActivations:
-    return lsae.text_activations(_lm, text, layer, site, drop_first)
-
-
 def _text() -> str:
-    source = st.radio("Text", ["Pálinka (default)", "Paste", "Upload"], horizontal=True,
-                      key="sae_source", help="The default is a ~230-token text on pálinka "
-                      "and the countries it comes from, written for this lab.")
+    """The config's text: "" for the bundled one, else what was pasted or uploaded."""
+    source = st.radio("Text", SOURCES, horizontal=True, key="sae_source",
+                      help=field_of(C, "text").help)
     if source == "Paste":
         return st.text_area("Your text", key="sae_paste", height=150,
                             placeholder="Paste a text of at least a few sentences.")
     if source == "Upload":
         up = st.file_uploader("A UTF-8 text file", type=["txt", "md"], key="sae_upload")
         return up.getvalue().decode("utf-8", errors="replace") if up else ""
-    text = read_text(DEFAULT_TEXT)
     with st.expander("Show the default text"):
-        st.write(text)
-    return text
+        st.write(sae_text.default_text())
+    return ""
 
 
-def _settings() -> tuple[int, str, bool, lsae.SAEConfig]:
+def _selectivity(values: dict, run_seed: int) -> SelectivityConfig:
+    return SelectivityConfig(target=parse_words(values["target"]),
+                             control=parse_words(values["control"]),
+                             n_shuffles=int(values["n_shuffles"]), pool=values["pool"],
+                             seed=run_seed)
+
+
+def _selectivity_state() -> dict:
+    """The selectivity widgets' values (their defaults until a run has shown them)."""
+    out = {}
+    for name, key in SEL_KEYS.items():
+        value = st.session_state.get(key, widgets.default(C, f"selectivity.{name}"))
+        out[name] = ", ".join(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _settings(text: str) -> SAETextConfig:
     c1, c2, c3, c4 = st.columns(4)
-    layer = c1.slider("Layer", 0, lm.n_layers - 1, min(6, lm.n_layers - 1), key="sae_layer",
-                      help="Which block's activations the SAE reconstructs.")
-    site = c1.radio("Activations", list(lsae.SITES), key="sae_site",
-                    format_func=lambda s: {"mlp_out": f"MLP output ({lm.d_model} wide)",
-                                           "mlp_post": f"MLP neurons ({lm.d_mlp} wide)"}[s],
-                    help="MLP output is the seed's 'MLP activations' (blocks.L.hook_mlp_out); "
-                         "MLP neurons are the hidden units after the nonlinearity.")
-    drop_first = c1.checkbox("Drop the first token", value=True, key="sae_drop_first",
-                             help="Position 0 is an attention sink whose activations are often "
-                                  "tens of times larger than the rest (e.g. SmolLM2 layers 1, 2, "
-                                  "8 and 29); it would dominate the loss.")
-    d_in = lm.d_model if site == "mlp_out" else lm.d_mlp
-    activation = c2.radio("Sparsity", ["topk", "relu"], key="sae_activation",
-                          format_func={"topk": "Top-K (ReLU, keep the k largest)",
-                                       "relu": "ReLU + L1 penalty"}.get)
-    k = c2.slider("k (active latents per token)", 1, 256, 32, key="sae_k",
-                  disabled=activation != "topk")
-    l1 = c2.number_input("L1 weight", 0.0, 10.0, 1e-3, step=1e-4, format="%.0e", key="sae_l1",
-                         disabled=activation != "relu")
-    mult = c3.select_slider("Latents (x input width)", [1, 2, 4, 8, 16, 32], 8, key="sae_mult",
-                            help="The seed uses 8x: about 6000 latents for GPT-2's 768.")
-    tied = c3.checkbox("Tied weights (decoder = encoder transposed)", True, key="sae_tied")
-    epochs = c4.number_input("Epochs", 1, 5000, 100, key="sae_epochs")
-    lr = c4.number_input("Learning rate (Adam)", 1e-6, 1.0, 1e-4, step=1e-4, format="%.0e",
-                         key="sae_lr")
-    cfg = lsae.SAEConfig(n_latents=mult * d_in, k=int(k), tied=tied, activation=activation,
-                         l1=float(l1), epochs=int(epochs), lr=float(lr), seed=seed())
-    c3.caption(f"{mult * d_in} latents on {d_in}-wide activations.")
-    return layer, site, drop_first, cfg
+    with c1:
+        layer = widgets.slider("Layer", C, "layer", 0, lm.n_layers - 1, key="sae_layer",
+                               value=sae_text.default_layer(lm.n_layers))
+        site = widgets.choice("Activations", C, "site", key="sae_site", horizontal=False,
+                              format_func=lambda s: {"mlp_out": f"MLP output ({lm.d_model} wide)",
+                                                     "mlp_post": f"MLP neurons ({lm.d_mlp} wide)"}[s])
+        drop_first = widgets.checkbox("Drop the first token", C, "drop_first", key="sae_drop_first")
+    with c2:
+        activation = widgets.choice("Sparsity", C, "sae.activation", key="sae_activation",
+                                    horizontal=False,
+                                    format_func={"topk": "Top-K (ReLU, keep the k largest)",
+                                                 "relu": "ReLU + L1 penalty"}.get)
+        k = widgets.slider("k (active latents per token)", C, "sae.k", 1, 256, key="sae_k",
+                           disabled=activation != "topk")
+        l1 = widgets.number("L1 weight", C, "sae.l1", key="sae_l1", lo=0.0, hi=10.0, step=1e-4,
+                            format="%.0e", disabled=activation != "relu")
+    with c3:
+        mult = widgets.select_slider("Latents (x input width)", C, "sae.expansion",
+                                     [1, 2, 4, 8, 16, 32], key="sae_mult")
+        tied = widgets.checkbox("Tied weights (decoder = encoder transposed)", C, "sae.tied",
+                                key="sae_tied")
+    with c4:
+        epochs = widgets.number("Epochs", C, "sae.epochs", key="sae_epochs", lo=1, hi=5000)
+        lr = widgets.number("Learning rate (Adam)", C, "sae.lr", key="sae_lr", lo=1e-6, hi=1.0,
+                            step=1e-4, format="%.0e")
+    sae = SAEConfig(expansion=mult, k=int(k), tied=tied, activation=activation, l1=float(l1),
+                    epochs=int(epochs), lr=float(lr))
+    cfg = SAETextConfig(text=text, layer=sae_text.layer_value(layer, lm.n_layers), site=site,
+                        drop_first=drop_first, sae=sae,
+                        selectivity=_selectivity(_selectivity_state(), seed()), seed=seed())
+    d_in = width(lm, hook_name(site, layer))
+    c3.caption(f"{sae.latents_for(d_in)} latents on {d_in}-wide activations.")
+    return cfg
 
 
-def _train(ta: lsae.TextActivations, text: str, layer: int, cfg: lsae.SAEConfig) -> None:
-    job = Job("sae")
-    sae = lsae.init_sae(ta.acts, cfg)
-    run = {"id": uuid.uuid4().hex[:8], "model": lm.name, "layer": layer, "hook": ta.hook,
-           "text": text, "acts": ta, "config": cfg, "sae": sae, "rows": [], "seconds": 0.0,
-           "status": "training", "seed": cfg.seed}
+def _live(state: sae_text.Training) -> None:
+    """While training: what is being trained on, and the curves so far."""
+    acts = state.acts
+    st.caption(f"{acts.n_tokens} tokens x {acts.acts.shape[1]} from {acts.hook}"
+               + ("; first token dropped." if acts.dropped_first else "."))
+    if state.warning:
+        st.warning(state.warning, icon=":material/warning:")
+    if state.rows:
+        st.altair_chart(charts.training_curves(state.history))
+
+
+def _keep(result: SAETextResult | None) -> None:
+    """Add the page's newest result (finished, or kept by a Stop) to the session's runs once."""
     runs = st.session_state.setdefault(RUNS, [])
-    runs.append(run)
+    if result is None or any(r["result"] is result for r in runs):
+        return
+    runs.append({"id": uuid.uuid4().hex[:8], "result": result})
     del runs[:-MAX_RUNS]
-    st.session_state["sae_view"] = run["id"]
-    job.start(cfg)
-    stop_slot = st.empty()
-    with stop_slot:
-        stop_button(job)
-    bar = st.progress(0.0, text="Training...")
-    live = st.empty()
-    last = [0.0]
-
-    def on_epoch(row: dict) -> None:
-        run["rows"].append(row)
-        run["seconds"] = row["seconds"]
-        job.update(run, progress=f"epoch {row['epoch']} of {cfg.epochs}")
-        bar.progress(row["epoch"] / cfg.epochs,
-                     text=f"Epoch {row['epoch']}/{cfg.epochs}: loss {row['loss']:.4g}, "
-                          f"nMSE {row['nmse']:.3g}, L0 {row['l0']:.1f}")
-        if time.monotonic() - last[0] > CHART_EVERY_S or row["epoch"] == cfg.epochs:
-            last[0] = time.monotonic()
-            live.altair_chart(charts.training_curves(lsae.history_frame(run["rows"])))
-
-    lsae.train_sae(ta.acts, cfg, on_epoch=on_epoch, sae=sae)
-    run["status"] = "done"
-    job.finish(run)
-    for slot in (stop_slot, bar, live):
-        slot.empty()
+    st.session_state["sae_view"] = runs[-1]["id"]
 
 
 def _run_label(run: dict) -> str:
-    cfg = run["config"]
-    state = "" if run["status"] == "done" else f", stopped at epoch {len(run['rows'])}"
-    return (f"{run['id']}: {run['model']} {run['hook']}, {cfg.activation} k={cfg.k}, "
-            f"{run['sae'].n_latents} latents{state}")
+    res = run["result"]
+    sae = res.config.sae
+    state = "" if res.finished else f", stopped at epoch {res.epochs_done}"
+    return (f"{run['id']}: {res.model} {res.acts.hook}, {sae.activation} k={sae.k}, "
+            f"{res.sae.n_latents} latents{state}")
 
 
-def _analysis(run: dict, sel_cfg: lsel.SelectivityConfig) -> lsel.TextSAEAnalysis:
-    """Memoised per run and selectivity settings (the SAE of a run never changes once shown)."""
-    cache = st.session_state.setdefault("sae_analysis", {})
-    key = (run["id"], len(run["rows"]), sel_cfg)
+def _scored(run: dict, sel: SelectivityConfig) -> SAETextResult:
+    """The run scored for `sel`: memoised per run and word lists (no retraining)."""
+    result = run["result"]
+    if sel == result.config.selectivity:
+        return result
+    cache = st.session_state.setdefault("sae_rescored", {})
+    key = (run["id"], sel)
     if key not in cache:
-        with st.spinner(f"Scoring latents with {sel_cfg.n_shuffles} shuffles..."):
+        with st.spinner(f"Scoring latents with {sel.n_shuffles} shuffles..."):
             cache.clear()
-            cache[key] = lsel.analyze(run["sae"], run["acts"], run["text"], sel_cfg)
+            cache[key] = result.rescore(sel)
     return cache[key]
 
 
-def _metadata(run: dict) -> dict:
-    import torch
-    return {"model": run["model"], "layer": run["layer"], "hook": run["hook"],
-            "seed": run["seed"], "config": vars(run["config"]), "epochs_done": len(run["rows"]),
-            "status": run["status"], "n_tokens": run["acts"].n_tokens,
-            "dropped_first_token": run["acts"].dropped_first, "torch": torch.__version__}
+def _selectivity_widgets(run_seed: int) -> SelectivityConfig:
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 2])
+    with c1:
+        target = widgets.text("Target words (comma separated)", C, "selectivity.target",
+                              key=SEL_KEYS["target"])
+    with c2:
+        control = widgets.text("Control words", C, "selectivity.control", key=SEL_KEYS["control"])
+    with c3:
+        shuffles = widgets.number("Shuffles", C, "selectivity.n_shuffles", key=SEL_KEYS["n_shuffles"],
+                                  lo=1000, hi=20000, step=500)
+    with c4:
+        pool = widgets.choice("Shuffled targets are drawn from", C, "selectivity.pool",
+                              key=SEL_KEYS["pool"], horizontal=False,
+                              format_func={"text": "any non-control token",
+                                           "labelled": "the target + control tokens"}.get)
+    values = {"target": target, "control": control, "n_shuffles": shuffles, "pool": pool}
+    return _selectivity(values, run_seed)
 
 
 def _show(run: dict) -> None:
-    cfg, rows = run["config"], run["rows"]
-    if run["status"] != "done":
-        st.warning(f"Stopped at epoch {len(rows)} of {cfg.epochs}: showing the SAE trained so "
-                   "far.", icon=":material/pause_circle:")
-    if not rows:
+    res = run["result"]
+    cfg = res.config
+    if not res.finished:
+        st.warning(f"Stopped at epoch {res.epochs_done} of {cfg.sae.epochs}: showing the SAE "
+                   "trained so far.", icon=":material/pause_circle:")
+    if not res.epochs_done:
         st.info("No epoch finished before the stop: nothing to show yet.")
         return
-    last = rows[-1]
+    last = res.rows[-1]
     st.subheader("Training")
-    st.altair_chart(charts.training_curves(lsae.history_frame(rows)))
+    st.altair_chart(charts.training_curves(res.history))
     st.caption("Look for: the held-out (val) normalized MSE following the training one. On a "
                "couple of hundred tokens it usually stalls while training keeps falling: the "
                "SAE memorises the text.")
     m = st.columns(5)
-    m[0].metric("Wall time", f"{run['seconds']:.1f} s", help=f"{len(rows)} epochs")
+    m[0].metric("Wall time", f"{res.seconds:.1f} s", help=f"{res.epochs_done} epochs")
     m[1].metric("Train nMSE", f"{last['nmse']:.3f}")
     m[2].metric("Val nMSE", f"{last.get('val_nmse', float('nan')):.3f}")
     m[3].metric("L0", f"{last['l0']:.1f}")
-    m[4].metric("Tokens", run["acts"].n_tokens)
+    m[4].metric("Tokens", res.acts.n_tokens)
 
     st.subheader("Selectivity: is there a geography latent?")
-    c1, c2, c3, c4 = st.columns([2, 2, 1, 2])
-    target = c1.text_input("Target words (comma separated)", "Romania, Hungary, Greece",
-                           key="sae_target", help="Every sub-token of a word counts.")
-    control = c2.text_input("Control words", "fruit, alcohol", key="sae_control")
-    shuffles = c3.number_input("Shuffles", 1000, 20000, 1000, step=500, key="sae_shuffles",
-                               help="Permutation draws; p-values go down to 1/(shuffles+1).")
-    pool = c4.radio("Shuffled targets are drawn from", lsel.POOLS, key="sae_pool",
-                    format_func={"text": "any non-control token",
-                                 "labelled": "the target + control tokens"}.get,
-                    help="'any non-control token' asks whether the targets stand out from the "
-                         "rest of the text; 'target + control' only swaps the two lists' labels.")
     try:
-        sel_cfg = lsel.SelectivityConfig(target=lsel.parse_words(target),
-                                         control=lsel.parse_words(control),
-                                         n_shuffles=int(shuffles), pool=pool, seed=run["seed"])
-        res = _analysis(run, sel_cfg)
+        res = _scored(run, _selectivity_widgets(cfg.seed))
     except ValueError as e:
         st.error(first_line(e), icon=":material/error:")
         return
-    sel = res.selectivity
+    _latents(res)
+    _control(res)
+    _heatmap(run, res)
+    _downloads(run, res)
 
+
+def _latents(res: SAETextResult) -> None:
     st.markdown("**Latents**")
+    counts = res.counts
     k = st.columns(4)
-    k[0].metric("Dead", res.counts["dead"], help="never active on any token")
-    k[1].metric("Always-on", res.counts["always-on"], help="active on every token")
-    k[2].metric("Selective", res.counts["selective"], help="active on some tokens")
-    k[3].metric("Mean density", f"{res.stats['density'].mean():.2%}",
+    k[0].metric("Dead", counts["dead"], help="never active on any token")
+    k[1].metric("Always-on", counts["always-on"], help="active on every token")
+    k[2].metric("Selective", counts["selective"], help="active on some tokens")
+    k[3].metric("Mean density", f"{res.summary()['mean_density']:.2%}",
                 help="mean fraction of tokens a latent is active on")
     if res.warning:
         st.warning(res.warning, icon=":material/warning:")
@@ -206,17 +222,21 @@ def _show(run: dict) -> None:
     st.caption("Look for: most living latents at the far left (they fire on one or two tokens "
                "of the text) and whether any reach 1.0 (always on, so they carry no choice).")
 
+
+def _control(res: SAETextResult) -> None:
+    sel = res.selectivity
     if sel.missing:
         st.warning(f"Not found in the text: {', '.join(sel.missing)}.", icon=":material/search_off:")
     survive = sel.survivors_in_top()
     box = st.success if survive else st.error
     box(f"**{survive} of the top {len(sel.top())} latents survive the control.** "
         + sel.sentence(), icon=":material/balance:")
+    note = sel.empty_control_note()
     st.caption(f"Score = mean activation on the {sel.n_target} target tokens / (mean on the "
-               f"{sel.n_control} control tokens + {sel_cfg.eps:g}). p: this latent's own "
+               f"{sel.n_control} control tokens + {sel.config.eps:g}). p: this latent's own "
                "permutation p-value; p_fwer: chance that the best of all latents scores this "
-               "high on shuffled labels (survives when < 0.05); n_chance: latents expected to "
-               "score this high by chance." + _empty_control_note(sel, sel_cfg.eps))
+               f"high on shuffled labels (survives when < {sel.config.alpha:g}); n_chance: "
+               "latents expected to score this high by chance." + (f" {note}" if note else ""))
     st.dataframe(sel.top(), hide_index=True, width="stretch",
                  column_config={"score": st.column_config.NumberColumn(format="%.4g"),
                                 "p": st.column_config.NumberColumn(format="%.4f"),
@@ -226,72 +246,51 @@ def _show(run: dict) -> None:
                "random. Look for: red rules (observed top scores) far right of the bars; a "
                "rule inside the bars is a score chance produces.")
 
+
+def _heatmap(run: dict, res: SAETextResult) -> None:
     st.subheader("Token x latent heatmap")
-    alive = sel.table.loc[sel.table["latent"].isin(res.stats.loc[res.stats["cls"] != "dead", "latent"])]
-    options = alive["latent"].tolist()
-    default = options[:8]
-    picked = st.multiselect("Latents to show (sorted by score)", options, default=default,
+    options = res.alive_latents()
+    picked = st.multiselect("Latents to show (sorted by score)", options, default=options[:8],
                             key=f"sae_pick_{run['id']}")
     if picked:
-        frame = lsel.token_latent_frame(res.z, run["acts"].tokens, picked, res.target, res.control)
-        st.altair_chart(charts.token_latent_heatmap(frame), width="content")
+        st.altair_chart(charts.token_latent_heatmap(res.token_frame(picked)), width="content")
         st.caption("Look for: a latent lit only under the red marks (target tokens). One that "
                    "also fires on commas, brackets or small words is not a geography latent.")
-    _downloads(run, res)
 
 
-def _empty_control_note(sel: lsel.Selectivity, eps: float) -> str:
-    n_zero = int((sel.top()["control_mean"] == 0).sum())
-    if not n_zero:
-        return ""
-    return (f" {n_zero} of the top {len(sel.top())} never fire on a control token, so their "
-            f"score is just their target mean / {eps:g}: the ratio explodes whenever the "
-            "denominator is empty.")
-
-
-def _downloads(run: dict, res: lsel.TextSAEAnalysis) -> None:
-    meta = _metadata(run)
+def _downloads(run: dict, res: SAETextResult) -> None:
+    frames, name = res.frames(), f"sae_{run['id']}"
     c = st.columns(4)
-    c[0].download_button("SAE (safetensors + config)", lsae.to_zip_bytes(run["sae"], meta),
-                         f"sae_{run['id']}.zip", "application/zip", key="sae_dl_model",
+    c[0].download_button("SAE (safetensors + config)", res.zip_bytes(), f"{name}.zip",
+                         "application/zip", key="sae_dl_model", icon=":material/download:",
+                         on_click="ignore")
+    c[1].download_button("History (CSV)", frames["history"].to_csv(index=False),
+                         f"{name}_history.csv", "text/csv", key="sae_dl_hist",
                          icon=":material/download:", on_click="ignore")
-    c[1].download_button("History (CSV)", lsae.history_frame(run["rows"]).to_csv(index=False),
-                         f"sae_{run['id']}_history.csv", "text/csv", key="sae_dl_hist",
+    c[2].download_button("Selectivity (CSV)", frames["selectivity"].to_csv(index=False),
+                         f"{name}_selectivity.csv", "text/csv", key="sae_dl_sel",
                          icon=":material/download:", on_click="ignore")
-    c[2].download_button("Selectivity (CSV)", res.selectivity.table.to_csv(index=False),
-                         f"sae_{run['id']}_selectivity.csv", "text/csv", key="sae_dl_sel",
-                         icon=":material/download:", on_click="ignore")
-    summary = {**meta, "final": run["rows"][-1], **res.summary()}
-    c[3].download_button("Summary (JSON)", json.dumps(summary, indent=2, default=str),
-                         f"sae_{run['id']}_summary.json", "application/json", key="sae_dl_json",
+    c[3].download_button("Summary (JSON)", json.dumps(res.to_record(), indent=2),
+                         f"{name}_summary.json", "application/json", key="sae_dl_json",
                          icon=":material/download:", on_click="ignore")
 
 
 # ---------------------------------------------------------------- the page
 
 text = _text()
-layer, site, drop_first, cfg = None, None, None, None
+cfg = None
 try:
-    layer, site, drop_first, cfg = _settings()
+    cfg = _settings(text)
 except ValueError as e:
     st.error(first_line(e), icon=":material/error:")
 
 if st.button("Train", type="primary", key="sae_train", icon=":material/play_arrow:",
              disabled=cfg is None):
-    try:
-        ta = _activations(lm.name, text, layer, site, drop_first, lm)
-        cfg.latents_for(ta.acts.shape[1])
-    except ValueError as e:
-        st.error(first_line(e), icon=":material/error:")
+    if st.session_state.get("sae_source", SOURCES[0]) != SOURCES[0] and not text.strip():
+        st.error(EMPTY_TEXT.capitalize() + ".", icon=":material/error:")
     else:
-        warn = lsae.data_warning(ta.n_tokens, cfg.latents_for(ta.acts.shape[1]))
-        st.caption(f"{ta.n_tokens} tokens x {ta.acts.shape[1]} from {ta.hook}"
-                   + ("; first token dropped." if drop_first else "."))
-        warn_slot = st.empty()      # shown while training; the results repeat it
-        if warn:
-            warn_slot.warning(warn, icon=":material/warning:")
-        _train(ta, text, layer, cfg)
-        warn_slot.empty()
+        run_live(lm, EXP, cfg, draw=_live)
+_keep(job_result(lm, EXP))
 
 runs = st.session_state.get(RUNS, [])
 if runs:
@@ -305,5 +304,7 @@ if runs:
     st.caption(_run_label(run))
     _show(run)
 else:
-    st.info("Pick a layer and press Train. The seed's settings (8x latents, tied, Top-K "
-            "k=32, Adam lr 1e-4, 100 epochs) are the defaults.", icon=":material/school:")
+    d = SAEConfig()
+    st.info(f"Pick a layer and press Train. The seed's settings ({d.expansion}x latents, "
+            f"{'tied' if d.tied else 'untied'}, Top-K k={d.k}, Adam lr {d.lr:g}, {d.epochs} "
+            "epochs) are the defaults.", icon=":material/school:")

@@ -1,0 +1,23 @@
+"""Sparse autoencoders on activations: Top-K or ReLU + L1, tied or untied, fast on a CPU.
+
+    config.py   SAEConfig: size, sparsity and training of one SAE
+    model.py    SparseAutoencoder (encode / decode / the sparse path), init_sae, pure losses
+    kernels.py  the sparse and dense training steps' autograd functions (parity-tested)
+    train.py    SAETrainer (one epoch at a time), train_sae, history_frame
+    stats.py    latent_stats, class_counts, encode_rows, data_warning
+    text.py     TextActivations: one layer's activations over a text
+    persist.py  save / load (safetensors + config.json), to_zip_bytes
+
+The experiment that trains one on a text and scores its latents is lab.sae_text.
+"""
+from lab.sae.config import SAEConfig
+from lab.sae.model import SparseAutoencoder, SparseCode, dense_forward, init_sae, loss_terms
+from lab.sae.persist import load, save, to_zip_bytes
+from lab.sae.stats import class_counts, data_warning, encode_rows, latent_stats
+from lab.sae.text import MIN_TOKENS, TextActivations, text_activations
+from lab.sae.train import SAETrainer, history_frame, split_rows, train_sae
+
+__all__ = ["SAEConfig", "SparseAutoencoder", "SparseCode", "dense_forward", "init_sae",
+           "loss_terms", "load", "save", "to_zip_bytes", "class_counts", "data_warning",
+           "encode_rows", "latent_stats", "MIN_TOKENS", "TextActivations", "text_activations",
+           "SAETrainer", "history_frame", "split_rows", "train_sae"]

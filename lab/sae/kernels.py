@@ -1,0 +1,133 @@
+"""The sparse training step's autograd functions: exactly dense autograd's gradients, less work.
+
+A training step runs one dense matmul without autograd to find the active entries of the code
+(Top-K: k per row; ReLU: the positive ones), then `_SparseCode` decodes only those
+(`F.embedding_bag` with per-sample weights) and backpropagates through them with a sampled
+matmul and a sparse-by-dense product. An inactive latent contributes no gradient anyway, so
+the gradients equal dense autograd (tests check this). A ReLU + L1 code starts dense and takes
+`_DenseCode` steps until it is sparse enough (SPARSE_CUTOFF).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+# A ReLU code takes the sparse step while at most this fraction of its entries is non-zero;
+# above it, dense matmuls beat gathering and scattering that many rows. Measured (CPU ms per
+# step, 256 x 576 rows, 4608 latents, 1 thread): dense 123-136 at any density; sparse 49 at
+# 1%, 57 at 3%, 76 at 5%, 149 at 8%.
+SPARSE_CUTOFF = 0.05
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+class _SparseCode(torch.autograd.Function):
+    """ReLU code on the active entries and its decoding, with a hand-written backward that
+    touches only those entries. Gradients equal dense autograd (an inactive latent has zero
+    gradient there too), but instead of two more [B, latents] x [latents, d_in] matmuls:
+
+      d loss / d code = <W_dec[latent], g[row]> per entry: a sampled matmul (SDDMM)
+      d loss / d W    = S^T [xc; g]: a sparse [latents, 2B] x dense [2B, d_in] product
+                        whose rows hold each latent's few (row, coefficient) pairs
+    """
+
+    @staticmethod
+    def forward(ctx, xs, b_dec, W_enc, b_enc, W_dec, crow, cols, pre):
+        vals = F.relu(pre)                                               # [nnz]
+        w_dec = W_enc if W_dec is None else W_dec
+        recon = F.embedding_bag(cols, w_dec, offsets=crow[:-1], per_sample_weights=vals,
+                                mode="sum") + b_dec                      # [B, d]
+        ctx.save_for_backward(xs, b_dec, W_enc, W_dec, crow, cols, vals)
+        return recon, vals
+
+    @staticmethod
+    def backward(ctx, g, g_vals):                     # g [B, d], g_vals [nnz] or None
+        xs, b_dec, W_enc, W_dec, crow, cols, vals = ctx.saved_tensors
+        w_dec = W_enc if W_dec is None else W_dec
+        B, L = xs.shape[0], W_enc.shape[0]
+        g_code = _sampled_rows_dot(crow, cols, g, w_dec)                 # [nnz]
+        if g_vals is not None:
+            g_code = g_code + g_vals
+        g_pre = g_code * (vals > 0)                                      # ReLU'
+        xc = xs - b_dec
+        g_b_enc = torch.zeros_like(W_enc[:, 0]).index_add_(0, cols, g_pre)
+        by_latent = _by_latent(crow, cols, L)
+        if W_dec is None:   # tied: one product for both roles (rows read xc, write g)
+            g_w_enc = _scatter_rows(by_latent, [g_pre, vals], [xc, g])
+            g_w_dec = None
+        else:
+            g_w_enc = _scatter_rows(by_latent, [g_pre], [xc])
+            g_w_dec = _scatter_rows(by_latent, [vals], [g])
+        # b_dec enters the decoder (+) and the encoder's centring (-): the sum over rows of
+        # g_pre x W_enc[latent] equals g_b_enc @ W_enc, no gather needed
+        g_b_dec = g.sum(0) - g_b_enc @ W_enc
+        return None, g_b_dec, g_w_enc, g_b_enc, g_w_dec, None, None, None
+
+
+class _DenseCode(torch.autograd.Function):
+    """The dense step of a ReLU code (while it is too dense for the sparse one), with the
+    matmuls of dense autograd minus one: autograd also forms d loss / d xc = g_pre W_enc
+    ([B, latents] x [latents, d]) because b_dec enters the centring; its sum over rows is
+    g_b_enc @ W_enc, a vector-matrix product. Tied weights get both gradient terms from one
+    addmm. Gradients equal dense autograd (tests check this)."""
+
+    @staticmethod
+    def forward(ctx, xs, b_dec, W_enc, b_enc, W_dec):
+        w_dec = W_enc if W_dec is None else W_dec
+        xc = xs - b_dec
+        z = F.relu(torch.addmm(b_enc, xc, W_enc.T))                      # [B, latents]
+        recon = torch.addmm(b_dec, z, w_dec)                             # [B, d]
+        ctx.save_for_backward(xc, z, W_enc, W_dec)
+        return recon, z
+
+    @staticmethod
+    def backward(ctx, g, g_z):                        # g [B, d], g_z [B, latents] or None
+        xc, z, W_enc, W_dec = ctx.saved_tensors
+        w_dec = W_enc if W_dec is None else W_dec
+        g_pre = g @ w_dec.T
+        if g_z is not None:
+            g_pre += g_z
+        g_pre *= z > 0                                                   # ReLU'
+        g_b_enc = g_pre.sum(0)
+        if W_dec is None:   # tied: the encoder reads xc, the decoder writes g
+            g_w_enc, g_w_dec = torch.addmm(g_pre.T @ xc, z.T, g), None
+        else:
+            g_w_enc, g_w_dec = g_pre.T @ xc, z.T @ g
+        g_b_dec = g.sum(0) - g_b_enc @ W_enc
+        return None, g_b_dec, g_w_enc, g_b_enc, g_w_dec
+
+
+def _csr(crow, cols, values, shape) -> torch.Tensor:
+    return torch.sparse_csr_tensor(crow, cols, values, size=shape, check_invariants=False)
+
+
+def _sampled_rows_dot(crow: torch.Tensor, cols: torch.Tensor, g: torch.Tensor,
+                      w: torch.Tensor) -> torch.Tensor:
+    """out[e] = <w[cols[e]], g[row of e]> for every entry e of the CSR pattern -> [nnz]."""
+    pattern = _csr(crow, cols, torch.zeros(cols.numel(), dtype=g.dtype), (g.shape[0], w.shape[0]))
+    return torch.sparse.sampled_addmm(pattern, g, w.T, beta=0.0).values()
+
+
+def _by_latent(crow: torch.Tensor, cols: torch.Tensor, n_latents: int):
+    """The entries grouped by latent: (order, batch row of each, CSR row pointers)."""
+    rows = torch.repeat_interleave(torch.arange(crow.numel() - 1), crow.diff())
+    order = torch.argsort(cols, stable=True)          # by latent, then by batch row
+    lat_crow = torch.zeros(n_latents + 1, dtype=torch.int64)
+    lat_crow[1:] = torch.bincount(cols, minlength=n_latents).cumsum(0)
+    return order, rows[order], lat_crow
+
+
+def _scatter_rows(by_latent, coefs: list[torch.Tensor], inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Row l = sum over the entries e of latent l of sum_r coefs[r][e] * inputs[r][row of e]
+    -> [latents, d]: a sparse [latents, R*B] x dense [R*B, d] product."""
+    order, rows, lat_crow = by_latent
+    R, B = len(coefs), inputs[0].shape[0]
+    cols = torch.stack([R * rows + r for r in range(R)], 1).reshape(-1)
+    values = torch.stack([c[order] for c in coefs], 1).reshape(-1)
+    S = _csr(R * lat_crow, cols, values, (lat_crow.numel() - 1, R * B))
+    dense = torch.stack(inputs, 1).reshape(R * B, -1)
+    # into a fresh uninitialised buffer with beta=0: `S @ dense` would zero-fill a result and
+    # copy it twice more (8 ms vs 3 ms CPU for 6144 x 768, measured)
+    out = torch.empty(S.shape[0], dense.shape[1], dtype=dense.dtype)
+    return torch.addmm(out, S, dense, beta=0, out=out)

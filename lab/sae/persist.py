@@ -1,0 +1,46 @@
+"""An SAE on disk: `sae.safetensors` (weights + scale) and `config.json` in one folder, or
+the same two files as one zip for a download button."""
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+FILES = ("sae.safetensors", "config.json")
+
+
+def save(sae, folder: str | Path, metadata: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in sae.state_dict().items()}
+    save_file(tensors, str(folder / FILES[0]))
+    cfg = {**sae.config_dict(), "metadata": metadata or {}}
+    (folder / FILES[1]).write_text(json.dumps(cfg, indent=2, default=str))
+    return folder
+
+
+def load(folder: str | Path, cls=None):
+    """The SAE saved in `folder` (as `cls`, default SparseAutoencoder)."""
+    from safetensors.torch import load_file
+    if cls is None:
+        from lab.sae.model import SparseAutoencoder as cls
+    folder = Path(folder)
+    cfg = json.loads((folder / FILES[1]).read_text())
+    cfg.pop("metadata", None)
+    sae = cls(**cfg)
+    sae.load_state_dict(load_file(str(folder / FILES[0])))
+    return sae
+
+
+def to_zip_bytes(sae, metadata: dict | None = None) -> bytes:
+    """The `save` folder as one zip."""
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save(sae, tmp, metadata)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in FILES:
+                zf.write(folder / name, name)
+    return buf.getvalue()

@@ -1,0 +1,183 @@
+"""Training an SAE: seeded train/validation split, one Adam(fused) step per batch, tidy history.
+
+Each step takes the sparse path of lab.sae.kernels (or a dense one while a ReLU code is too
+dense for it); the loss is lab.sae.model.loss_terms. `SAETrainer` runs one epoch at a time
+(the bench interleaves trainers); `train_sae` loops it and reports each epoch's row.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from lab.sae.config import SAEConfig
+from lab.sae.kernels import SPARSE_CUTOFF, _DenseCode
+from lab.sae.model import EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae, loss_terms
+
+
+@dataclass
+class _Tally:
+    """Sums over one epoch's batches of one split."""
+    n_latents: int
+    rows: int = 0
+    loss: float = 0.0
+    mse: float = 0.0
+    l0: float = 0.0
+    fired: torch.Tensor = field(default=None)
+
+    def __post_init__(self):
+        self.fired = torch.zeros(self.n_latents, dtype=torch.bool)
+
+    def add(self, loss: float, mse: float, rows: int, vals: torch.Tensor,
+            cols: torch.Tensor | None) -> None:
+        """vals: the dense code [rows, latents] (cols None) or sparse values [nnz] at cols."""
+        self.rows += rows
+        self.loss += loss * rows
+        self.mse += mse * rows
+        on = vals > 0
+        self.l0 += float(on.sum())
+        if cols is None:
+            self.fired |= on.any(0)
+        else:
+            self.fired[cols[on]] = True
+
+    def metrics(self, scale2: float, variance: float) -> dict:
+        mse = self.mse / max(self.rows, 1) * scale2          # back in the input's units
+        return {"loss": self.loss / max(self.rows, 1), "mse": mse,
+                "nmse": mse / max(variance, 1e-30), "l0": self.l0 / max(self.rows, 1),
+                "dead_fraction": 1.0 - float(self.fired.float().mean())}
+
+
+def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool):
+    """(recon, values, cols or None): the sparse step, or plain autograd when `dense` or
+    when the ReLU code turns out too dense."""
+    code = None if dense else sae.active_code(xs)
+    if code is None:
+        if sae.activation == "relu":
+            recon, z = _DenseCode.apply(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec)
+        else:
+            recon, z = dense_forward(sae, xs)
+        return recon, z, None
+    recon, vals = sae.sparse_forward(xs, code)
+    return recon, vals, code.cols
+
+
+def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
+          cfg: SAEConfig, tally: _Tally, dense: bool = False) -> bool:
+    """One Adam step on the batch; returns whether the next step should be dense (a ReLU
+    code denser than SPARSE_CUTOFF), so a dense phase costs no wasted selection matmul."""
+    recon, vals, cols = _forward(sae, xs, dense)
+    loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if not sae.tied:
+        _normalize_rows(sae.W_dec)   # unit atoms: the L1 cannot shrink z by growing atoms
+    vals = vals.detach()
+    tally.add(loss.item(), mse.item(), xs.shape[0], vals, cols)
+    if sae.activation == "topk":
+        return False
+    density = float((vals > 0).sum()) / (xs.shape[0] * sae.n_latents)
+    return density > SPARSE_CUTOFF
+
+
+@torch.no_grad()
+def _evaluate(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig) -> _Tally:
+    tally = _Tally(sae.n_latents)
+    for chunk in xs.split(EVAL_CHUNK):
+        recon, vals, cols = _forward(sae, chunk, dense=False)
+        loss, mse = loss_terms(sae, chunk, recon, vals, cfg.l1)
+        tally.add(loss.item(), mse.item(), chunk.shape[0], vals, cols)
+    return tally
+
+
+def split_rows(n: int, cfg: SAEConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, val) row indices; val has at least one row when asked for and n >= 2."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    n_val = int(round(n * cfg.val_fraction))
+    if cfg.val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return perm[n_val:], perm[:n_val]
+
+
+class SAETrainer:
+    """Trains one SAE an epoch at a time (train_sae loops it; the bench interleaves trainers).
+
+    Rows are split once into train and validation (seeded); each epoch reshuffles the
+    training rows, takes one Adam(fused) step per batch and scores the validation rows.
+    """
+
+    def __init__(self, acts: torch.Tensor, cfg: SAEConfig, sae: SparseAutoencoder | None = None):
+        acts = as_rows(acts)
+        if acts.shape[0] < 2:
+            raise ValueError(f"need at least 2 rows of activations to train, got {acts.shape[0]}")
+        self.cfg = cfg
+        self.sae = sae if sae is not None else init_sae(acts, cfg)
+        train_idx, val_idx = split_rows(acts.shape[0], cfg)
+        xs = acts / self.sae.scale                      # normalized once, not per batch
+        self.train, self.val = xs[train_idx], xs[val_idx]
+        self.var_train, self.var_val = _variance(acts[train_idx]), _variance(acts[val_idx])
+        self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, fused=True)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.epochs_done, self.seconds = 0, 0.0
+        self.dense = cfg.activation == "relu"   # a fresh ReLU code is dense: start dense
+
+    def epoch(self) -> dict:
+        """One pass over the training rows; returns the epoch's metrics (`on_epoch` row)."""
+        t0 = time.perf_counter()
+        scale2 = float(self.sae.scale) ** 2
+        tally = _Tally(self.sae.n_latents)
+        order = torch.randperm(self.train.shape[0], generator=self.gen)
+        for batch in order.split(self.cfg.batch_size):
+            self.dense = _step(self.sae, self.opt, self.train[batch], self.cfg, tally, self.dense)
+        self.epochs_done += 1
+        row = {"epoch": self.epochs_done, "epochs": self.cfg.epochs,
+               **tally.metrics(scale2, self.var_train)}
+        if self.val.shape[0]:
+            vm = _evaluate(self.sae, self.val, self.cfg).metrics(scale2, self.var_val)
+            row.update({f"val_{k}": v for k, v in vm.items()})
+        self.seconds += time.perf_counter() - t0
+        row["seconds"] = self.seconds
+        return row
+
+
+def train_sae(acts: torch.Tensor, cfg: SAEConfig, on_epoch: Callable[[dict], None] | None = None,
+              sae: SparseAutoencoder | None = None) -> tuple[SparseAutoencoder, pd.DataFrame]:
+    """Train an SAE on `acts` [n_tokens, d_in] (float32).
+
+    `on_epoch(row)` is called after each epoch with that epoch's metrics (train and `val_`
+    prefixed, plus epoch, epochs, seconds). Pass `sae` (from `init_sae`) to keep a handle on
+    the model while it trains: a caller that is interrupted still has the model so far.
+    Returns (sae, history): one row per (epoch, split) with loss, mse, nmse, l0, dead_fraction.
+    """
+    trainer = SAETrainer(acts, cfg, sae)
+    rows = []
+    for _ in range(cfg.epochs):
+        rows.append(trainer.epoch())
+        if on_epoch is not None:
+            on_epoch(rows[-1])
+    return trainer.sae, history_frame(rows)
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    """`on_epoch` rows -> tidy history: one row per (epoch, split)."""
+    metrics = ["loss", "mse", "nmse", "l0", "dead_fraction"]
+    out = []
+    for r in rows:
+        out.append({"epoch": r["epoch"], "split": "train", **{m: r[m] for m in metrics}})
+        if f"val_{metrics[0]}" in r:
+            out.append({"epoch": r["epoch"], "split": "val", **{m: r[f"val_{m}"] for m in metrics}})
+    return pd.DataFrame(out, columns=["epoch", "split", *metrics])
+
+
+def _variance(x: torch.Tensor) -> float:
+    """Mean over dimensions of the per-dimension variance (the nMSE denominator)."""
+    return float(x.var(0, unbiased=False).mean()) if x.shape[0] else float("nan")
+
+
+@torch.no_grad()
+def _normalize_rows(w: torch.Tensor) -> None:
+    w /= w.norm(dim=1, keepdim=True).clamp_min(1e-8)
