@@ -376,6 +376,88 @@ def test_cli_sae_json_and_bad_input(capsys):
         assert words in err and len(err.splitlines()) == 1
 
 
+WORDS = ("Palinka is a fruit brandy. Hungary and Romania both make it from plums; in Hungary "
+         "the law protects the name. Greece has tsipouro, also made from fruit, and the "
+         "alcohol is strong. Romania calls its plum brandy tuica, and Hungary exports it.")
+
+
+def test_cli_flags_of_the_old_command_and_out_folder(tmp_path, capsys):
+    """--text-file, --site, --no-drop-first (was --keep-first), --no-tied (was --untied),
+    --n-shuffles (was --shuffles); --out (was --save) writes the tables and a loadable SAE."""
+    from lab.cli import main
+    text = tmp_path / "t.txt"
+    text.write_text(WORDS, encoding="utf-8")
+    out = tmp_path / "out"
+    rc = main(["sae", "--model", "tiny-gpt2", "--device", "cpu", "--text-file", str(text),
+               "--layer", "0", "--site", "mlp_post", "--no-drop-first", "--epochs", "1",
+               "--n-latents", "32", "--k", "2", "--no-tied", "--n-shuffles", "50", "--quiet",
+               "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "hook: blocks.0.mlp.hook_post" in printed and "survive" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"record.json", "history.csv", "latents.csv", "selectivity.csv",
+            "sae.safetensors", "config.json"} <= names
+    back = SparseAutoencoder.load(out)
+    assert back.n_latents == 32 and not back.tied and back.d_in == 4 * 64   # d_mlp of tiny
+    meta = json.loads((out / "config.json").read_text())["metadata"]
+    assert meta["hook"] == "blocks.0.mlp.hook_post" and meta["dropped_first_token"] is False
+    record = json.loads((out / "record.json").read_text())
+    assert record["config"]["text"] == WORDS and record["n_shuffles"] == 50
+
+
+def _small(**paths):
+    return build(sae_text.SAETextConfig, {"layer": 1, "sae.n_latents": 64, "sae.k": 4,
+                                          "sae.epochs": 5, "selectivity.n_shuffles": 100, **paths})
+
+
+def test_run_reports_epochs_and_a_stop_keeps_the_sae_so_far(tiny):
+    from lab.experiment import Cancelled
+    cfg, seen = _small(), []
+
+    def stop_at_two(p):
+        seen.append(p)
+        if p.done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        sae_text.run(tiny, cfg, stop_at_two)
+    assert [p.done for p in seen] == [0, 1, 2] and {p.unit for p in seen} == {"epoch"}
+    assert seen[-1].message.startswith("Epoch 2/5: loss")
+    state = seen[-1].partial
+    kept = sae_text.partial_result(tiny, cfg, state)
+    assert kept.epochs_done == 2 and not kept.finished and kept.sae is not state.sae
+    full = sae_text.run(tiny, cfg)
+    assert full.finished and kept.history.equals(full.history.head(4))   # the same 2 epochs
+    assert json.loads(json.dumps(kept.to_record()))["epochs_done"] == 2
+
+
+def test_rescore_changes_the_word_lists_without_retraining(tiny):
+    res = sae_text.run(tiny, _small(seed=4, **{"sae.epochs": 2}))
+    other = res.rescore(lsel.SelectivityConfig(target=("Hungary",), n_shuffles=100))
+    assert other.sae is res.sae and other.z is res.z and other.stats is res.stats
+    assert other.config.selectivity.seed == 4 and other.config.selectivity.target == ("Hungary",)
+    assert 0 < other.selectivity.n_target < res.selectivity.n_target
+    assert other.to_record()["config"]["selectivity"]["target"] == ["Hungary"]
+    assert res.rescore(res.config.selectivity).selectivity.table.equals(res.selectivity.table)
+    with pytest.raises(ValueError, match="Narnia"):
+        res.rescore(lsel.SelectivityConfig(target=("Narnia",)))
+
+
+def test_configs_hold_the_rules(tiny):
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        SAEConfig(epochs=0)
+    with pytest.raises(ValueError, match="site must be one of"):
+        sae_text.SAETextConfig(site="resid_post")
+    with pytest.raises(ValueError, match="cannot exceed"):
+        SparseAutoencoder(8, 4, k=5)                    # the model asks the config
+    cfg = sae_text.SAETextConfig(seed=7)
+    assert cfg.sae.seed == cfg.selectivity.seed == 7   # one seed
+    default = min(6, tiny.n_layers - 1)
+    assert cfg.layer_of(tiny) == default and sae_text.layer_value(default, tiny.n_layers) is None
+    with pytest.raises(ValueError, match="out of range"):
+        sae_text.SAETextConfig(layer=tiny.n_layers).layer_of(tiny)
+
+
 # ---------------------------------------------------------------- the page (AppTest)
 
 def test_page_trains_and_shows_results():
