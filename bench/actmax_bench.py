@@ -1,14 +1,14 @@
 """Time the reproducibility experiment through `lab` against a seed-style loop, and the FLOP floor.
 
-The experiment: 10 restarts x 500 Adam steps, 5 input tokens, maximize hidden_states[8][..., 91]
-(mean over positions), on the GPT-2-small architecture (GPT2Config() defaults, random weights:
+The experiment: 10 restarts x 500 Adam steps, 5 input tokens, maximize dim 91 of
+blocks.7.hook_resid_post (= hidden_states[8]; mean over positions), on the GPT-2-small architecture (GPT2Config() defaults, random weights:
 timing does not depend on the weights).
 
-- lab: `lab.actmax.maximize`: restarts as one batch [10, 5, 768], the forward stops after
+- lab: `lab.actmax.run`: restarts as one batch [10, 5, 768], the forward stops after
   block 7, no LM head, weights frozen; includes decoding and the gap meter.
 - seed-style: the seeds' loop: restarts one after another, the full CausalLM forward with
   `output_hidden_states=True` (all 12 blocks and the 768 x 50257 LM head), then
-  `hidden_states[8]`. Weights frozen here too (not freezing them costs ~1.8x more: we compare
+  `hidden_states[8]` (block 7's output). Weights frozen here too (not freezing them costs ~1.8x more: we compare
   against the faster variant).
 - FLOP floor: the matmul FLOPs that cannot be avoided (forward through 8 blocks for 50 tokens,
   plus the input-gradient half of the backward: no weight gradients are needed) at the
@@ -28,13 +28,16 @@ import argparse
 import copy
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.actmax import ActMaxConfig, maximize, optimize  # noqa: E402
+from lab import hooks  # noqa: E402
+from lab.actmax import ActMaxConfig, optimize, run  # noqa: E402
+from lab.actmax.config import hook_kind, hook_layer  # noqa: E402
 from lab.arch import GPT2  # noqa: E402
 from lab.models import LabModel  # noqa: E402
 
@@ -60,8 +63,16 @@ class Clock:
         self.cpu = time.process_time() - self.c0
 
 
+def hidden_states_index(hook: str) -> int:
+    """hook_embed = hidden_states[0]; blocks.L.hook_resid_post = hidden_states[L + 1]."""
+    if hook_kind(hook) not in ("embed", "resid_post"):
+        raise ValueError(f"the seed-style loop reads hidden_states: use a residual hook, got {hook!r}")
+    return hook_layer(hook) + 1
+
+
 def seed_style(model, cfg: ActMaxConfig, steps: int, std: float) -> None:
     """The seeds' loop, restarts one after another."""
+    layer = hidden_states_index(cfg.hook)
     for r in range(cfg.restarts):
         g = torch.Generator().manual_seed(r)
         x = (torch.randn(1, cfg.n_tokens, model.config.n_embd, generator=g) * std).requires_grad_(True)
@@ -69,7 +80,7 @@ def seed_style(model, cfg: ActMaxConfig, steps: int, std: float) -> None:
         for _ in range(steps):
             opt.zero_grad()
             out = model(inputs_embeds=x, output_hidden_states=True)
-            a = out.hidden_states[cfg.layer][0, :, cfg.dim].mean()
+            a = out.hidden_states[layer][0, :, cfg.index].mean()
             loss = -a + cfg.l2 * (x ** 2).sum()
             loss.backward()
             opt.step()
@@ -103,10 +114,8 @@ def floor_flops_per_step(cfg: ActMaxConfig, d: int, n_blocks: int) -> float:
 
 def per_step_breakdown(lm: LabModel, seed_model, cfg: ActMaxConfig, steps: int, std: float) -> None:
     """ms per optimization step of one restart, to show where the speed-up comes from."""
-    one = ActMaxConfig(layer=cfg.layer, dim=cfg.dim, n_tokens=cfg.n_tokens, steps=steps,
-                       lr=cfg.lr, l2=cfg.l2, restarts=1)
-    batch = ActMaxConfig(layer=cfg.layer, dim=cfg.dim, n_tokens=cfg.n_tokens, steps=steps,
-                         lr=cfg.lr, l2=cfg.l2, restarts=cfg.restarts)
+    one = replace(cfg, steps=steps, restarts=1)
+    batch = replace(cfg, steps=steps)
     with Clock() as c:
         seed_style(seed_model, one, steps, std)
     t = c.wall / steps
@@ -117,7 +126,7 @@ def per_step_breakdown(lm: LabModel, seed_model, cfg: ActMaxConfig, steps: int, 
         optimize(lm, batch)
     b = c.wall / (steps + 1) / cfg.restarts
     print(f"  wall ms per restart-step ({steps} steps each): seed-style {t * 1e3:.1f} | "
-          f"stop at layer {cfg.layer}, 1 restart {s * 1e3:.1f} ({t / s:.1f}x) | "
+          f"stop after {cfg.hook}, 1 restart {s * 1e3:.1f} ({t / s:.1f}x) | "
           f"batch of {cfg.restarts} {b * 1e3:.1f} ({t / b:.1f}x)")
 
 
@@ -125,8 +134,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--restarts", type=int, default=10)
-    ap.add_argument("--layer", type=int, default=8)
-    ap.add_argument("--dim", type=int, default=91)
+    ap.add_argument("--hook", default=hooks.resid_post(7), help="a residual hook point")
+    ap.add_argument("--index", type=int, default=91)
     ap.add_argument("--baseline-steps", type=int, default=None,
                     help="time the seed-style loop on this many steps per restart and extrapolate")
     ap.add_argument("--breakdown-steps", type=int, default=20, help="0 to skip the breakdown")
@@ -134,24 +143,24 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = ActMaxConfig(layer=args.layer, dim=args.dim, steps=args.steps, restarts=args.restarts)
+    cfg = ActMaxConfig(hook=args.hook, index=args.index, steps=args.steps, restarts=args.restarts)
     lm = build_gpt2_small()
     # A separate copy for the seed-style loop: output_hidden_states leaves HF's recorder hooks
     # on a model, which would then tax the lab runs too.
     seed_model = copy.deepcopy(lm.model)
     std = lm.W_E.std().item()
-    d, blocks = lm.d_model, cfg.layer   # hidden_states[L] = output of block L-1: L blocks run
+    d, blocks = lm.d_model, hidden_states_index(cfg.hook)   # hidden_states[L]: L blocks run
     print(f"GPT-2 small architecture (random weights), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"experiment: {cfg.restarts} restarts x {cfg.steps} steps, {cfg.n_tokens} tokens, "
-          f"layer {cfg.layer}, dim {cfg.dim}, lr {cfg.lr:g}, l2 {cfg.l2:g}")
+          f"{cfg.hook}, {cfg.target}, lr {cfg.lr:g}, l2 {cfg.l2:g}")
 
-    maximize(lm, ActMaxConfig(layer=cfg.layer, dim=cfg.dim, steps=2, restarts=cfg.restarts))  # warm-up
+    run(lm, replace(cfg, steps=2))  # warm-up
     if args.breakdown_steps:
         per_step_breakdown(lm, seed_model, cfg, args.breakdown_steps, std)
 
     with Clock() as lab:
-        res = maximize(lm, cfg)
+        res = run(lm, cfg)
     lab_s = lab.wall
     print(f"lab:        {lab.wall:8.1f} s wall, {lab.cpu:8.1f} s CPU  (optimization loop "
           f"{res.seconds:.1f} s = {res.seconds / (cfg.steps + 1) * 1e3:.0f} ms/step for all "

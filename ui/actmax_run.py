@@ -1,66 +1,110 @@
-"""The live run shared by the two activation-maximization pages: Stop button, progress bar,
-a chart redrawn every few steps, and a stopped run turned back into a result."""
+"""The settings both activation-maximization pages share: where the target is (a site and a
+block, then a unit whose range follows that hook point's width) and the optimizer. Defaults
+and help come from the config fields (ui.widgets); values live under `{prefix}_...` keys."""
 from __future__ import annotations
 
-from typing import Callable
-
-import altair as alt
-import pandas as pd
 import streamlit as st
 
-from lab import actmax
-from ui.jobs import Job, stop_button
+from lab import hooks
+from lab.actmax import hook_kind, hook_layer
+from lab.experiment import build
+from ui import widgets
+from ui.common import first_line, seed
+from ui.jobs import Job
 
-REDRAWS = 40   # live chart redraws per run: each redraw re-sends the chart, so not every step
-LR_OPTIONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]   # the sliders' learning rates
-L2_OPTIONS = [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]           # and L2 penalty weights
-
-
-def target_defaults(lm, prefix: str, layer: int, dim: int) -> None:
-    """Seed the page's layer/dim/lr/l2 widgets (keys `{prefix}_layer`, ...) and keep a stored
-    layer and dim inside this model's range (e.g. after switching to a smaller model)."""
-    for key, hi, default in ((f"{prefix}_layer", lm.n_layers, layer),
-                             (f"{prefix}_dim", lm.d_model - 1, dim)):
-        st.session_state[key] = min(max(st.session_state.get(key, default), 0), hi)
-    st.session_state.setdefault(f"{prefix}_lr", 1e-3)
-    st.session_state.setdefault(f"{prefix}_l2", actmax.DEFAULT_L2)
+LR_OPTIONS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)   # the sliders' learning rates
+L2_OPTIONS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)           # and L2 penalty weights
+SITES = {"resid_post": "block output (residual stream)", "mlp_out": "MLP output",
+         "mlp_post": "MLP neurons", "embed": "embeddings"}   # hook kind -> what a student reads
+REDUCE_LABELS = {"mean": "mean over positions", "last": "last position"}
 
 
-def run_live(lm, job: Job, cfg: actmax.ActMaxConfig,
-             chart: Callable[[pd.DataFrame, int, int], alt.Chart],
-             label: Callable[[actmax.StepInfo, actmax.Recorder], str]) -> None:
-    """Run `cfg` on `lm`, drawing `chart(history, dim, steps)` and `label(info, recorder)`
-    live; every step's partial result goes into `job`, so a Stop keeps it."""
-    stop_slot, progress_slot, chart_slot = st.empty(), st.empty(), st.empty()
-    job.start(cfg)
-    with stop_slot:
-        stop_button(job)
-    rec = actmax.Recorder(cfg, lm.name)
-    bar = progress_slot.progress(0.0, text="Starting...")
-    every = max(1, cfg.steps // REDRAWS)
+def _start_from(cls, root: str, prefix: str):
+    """Seed the widgets with the ActMaxConfig the page starts from, and return it.
 
-    def on_step(info: actmax.StepInfo) -> None:
-        rec.add(info)
-        job.update(rec, progress=f"step {info.step} of {info.steps}")
-        if info.step % every == 0 or info.step == info.steps:   # redrawing costs: every few steps
-            bar.progress(info.step / info.steps, text=label(info, rec))
-            if info.step > 0:   # a line needs two points
-                chart_slot.altair_chart(chart(rec.history, cfg.dim, cfg.steps), width="stretch")
-
-    job.finish(actmax.maximize(lm, cfg, on_step=on_step))
-    for slot in (stop_slot, progress_slot, chart_slot):
-        slot.empty()
+    ui.widgets reads a nested field's default from its class (ActMaxConfig: restarts 1), not
+    from the parent's default (ReproConfig.actmax: restarts 10); seeding here makes both right.
+    """
+    base = build(cls, {})
+    for name in filter(None, root.split(".")):
+        base = getattr(base, name)
+    for name in ("index", "restarts", "steps", "lr", "l2", "n_tokens", "reduce"):
+        st.session_state.setdefault(f"{prefix}_{name}", getattr(base, name))
+    st.session_state.setdefault(f"{prefix}_site", hook_kind(base.hook))
+    return base
 
 
-def current_result(lm, job: Job) -> actmax.ActMaxResult | None:
-    """The job's result for this model; a run stopped mid-way is summarized from its steps."""
-    state = job.result
-    if isinstance(state, actmax.Recorder):
-        if not (state.steps and state.model == lm.name):
-            return None
-        state = actmax.summarize(lm, state.cfg, state.embeds, state.history, state.seconds,
-                                 state.start)
-        job.update(state, progress=f"{state.steps_done} of {state.config.steps} steps")
-    if isinstance(state, actmax.ActMaxResult) and state.model == lm.name:
-        return state
-    return None
+def _target(lm, cls, root: str, prefix: str, columns) -> dict:
+    """Site radio, then block and unit sliders in two of `columns`; returns {path: value}."""
+    default = _start_from(cls, root, prefix).hook
+    site = st.radio("Where in the model", list(SITES), key=f"{prefix}_site", horizontal=True,
+                    format_func=SITES.get,
+                    help="Block output: the residual stream after a block. MLP output: what the "
+                         "block's MLP adds to it. MLP neurons: the MLP's hidden units after the "
+                         "nonlinearity. Embeddings: what enters block 0.")
+    with columns[0]:
+        layer = widgets.slider("Block", cls, root + "hook", 0, lm.n_layers - 1,
+                               key=f"{prefix}_layer", value=max(hook_layer(default), 0),
+                               disabled=site == "embed",
+                               help=f"Which of the {lm.n_layers} blocks (0 = the first).")
+    hook = hooks.hook_name(site, layer)
+    with columns[1]:
+        index = widgets.slider("Neuron" if site == "mlp_post" else "Dimension", cls,
+                               root + "index", 0, hooks.width(lm, hook) - 1, key=f"{prefix}_index")
+    return {root + "hook": hook, root + "index": index}
+
+
+def settings(lm, cls, root: str, prefix: str, restarts: tuple[int, int], inputs: bool = True):
+    """The whole settings box; returns the config it describes (with the sidebar's seed), or
+    shows why it is invalid and stops the page. `root` is the ActMaxConfig's path in `cls`
+    ("" or "actmax."); `inputs` adds the input length and the position reduction."""
+    with st.container(border=True):
+        row1 = st.columns(3)
+        values = _target(lm, cls, root, prefix, row1)
+        row2 = st.columns(3)
+        with row1[2]:
+            values[root + "restarts"] = widgets.slider(
+                "Restarts (random starts, run as one batch)", cls, root + "restarts", *restarts,
+                key=f"{prefix}_restarts")
+        with row2[0]:
+            values[root + "steps"] = widgets.slider("Steps", cls, root + "steps", 10, 2000,
+                                                    key=f"{prefix}_steps", step=10)
+        with row2[1]:
+            values[root + "lr"] = widgets.select_slider("Learning rate", cls, root + "lr",
+                                                        LR_OPTIONS, key=f"{prefix}_lr", format_func=_g)
+        with row2[2]:
+            values[root + "l2"] = widgets.select_slider("L2 penalty weight", cls, root + "l2",
+                                                        L2_OPTIONS, key=f"{prefix}_l2", format_func=_g)
+        if inputs:
+            values.update(_inputs(cls, root, prefix))
+    try:
+        return build(cls, {**values, "seed": seed()})
+    except ValueError as e:
+        st.error(first_line(e))
+        st.stop()
+
+
+def _inputs(cls, root: str, prefix: str) -> dict:
+    c7, c8 = st.columns(2)
+    with c7:
+        n_tokens = widgets.slider("Input tokens", cls, root + "n_tokens", 1, 20, key=f"{prefix}_n_tokens")
+    with c8:
+        reduce = widgets.choice("Activation to maximize", cls, root + "reduce", key=f"{prefix}_reduce",
+                                format_func=REDUCE_LABELS.get)
+    return {root + "n_tokens": n_tokens, root + "reduce": reduce}
+
+
+def result_header(exp, res, curves) -> None:
+    """Above either page's result: a stopped run's note, what ran, and `curves(history,
+    index, steps, unit)` (the activation chart)."""
+    rc = res.config
+    Job(exp.name).caption()
+    st.subheader("Result")
+    st.caption(f"{res.model} · {rc.hook} · {rc.target} · {res.steps_done} of {rc.steps} steps · "
+               f"lr {rc.lr:g} · λ {rc.l2:g} · {rc.restarts} restart(s) · seed {rc.seed} · "
+               f"{res.seconds:.1f} s")
+    st.altair_chart(curves(res.history, rc.index, rc.steps, rc.unit), width="stretch")
+
+
+def _g(v: float) -> str:
+    return f"{v:g}"

@@ -3,75 +3,51 @@ import json
 
 import streamlit as st
 
-from lab import actmax
+from lab import registry
+from lab.actmax.repro import ReproConfig
 from lab.charts import actmax as charts
-from ui.actmax_run import L2_OPTIONS, LR_OPTIONS, current_result, run_live, target_defaults
-from ui.common import current_model, first_line, seed
-from ui.jobs import Job
+from ui.actmax_run import result_header, settings
+from ui.common import current_model, seed
+from ui.jobs import job_result, run_live
 
 
 st.title("Reproducibility")
 st.markdown(
     "A finding counts only if it comes back when you repeat the experiment. Here the same "
-    "activation maximization runs from **many random starts** at once (same layer, dimension, "
-    "optimizer and loss; only the starting noise differs). If the dimension stood for one "
+    "activation maximization runs from **many random starts** at once (same target, "
+    "optimizer and loss; only the starting noise differs). If the target stood for one "
     "clear idea, the restarts should land on the same tokens. We count how often they do, and "
     "compare with a **null control**: random vectors that were never optimized, decoded the "
     "same way."
 )
 
 lm = current_model()
+exp = registry.get("repro")
+cfg = settings(lm, ReproConfig, "actmax.", "rp", restarts=(2, 32), inputs=False)
+st.caption(f"{cfg.actmax.n_tokens} input tokens, loss −(mean over positions of the target) + "
+           f"λ‖x‖², Adam. Restart r starts from a generator seeded with (sidebar seed = {seed()}, "
+           f"r). The Activation maximization page explains the details: what each place in the "
+           f"model is, and how positions enter.")
 
-target_defaults(lm, "rp", layer=8, dim=91)
 
-with st.container(border=True):
-    c1, c2, c3 = st.columns(3)
-    c1.slider("Layer (hidden_states index)", 0, lm.n_layers, key="rp_layer",
-              help="0 = the input to block 0 (embeddings); L = the raw output of block L-1.")
-    c2.slider("Dimension", 0, lm.d_model - 1, key="rp_dim")
-    c3.slider("Restarts (random starts, run as one batch)", 2, 32, 10, key="rp_restarts")
-    c4, c5, c6 = st.columns(3)
-    c4.slider("Steps", 10, 2000, 500, step=10, key="rp_steps")
-    c5.select_slider("Learning rate", LR_OPTIONS, key="rp_lr", format_func=lambda v: f"{v:g}")
-    c6.select_slider("L2 penalty weight", L2_OPTIONS, key="rp_l2", format_func=lambda v: f"{v:g}",
-                     help="Weight of ||x||^2 (sum of squares of one restart's input vectors).")
-st.caption(f"Layer L is `hidden_states[L]` (raw residual stream; 0 = embeddings). 5 input tokens, "
-           f"loss −(mean over positions of the dimension) + λ‖x‖², Adam. Restart r starts from a "
-           f"generator seeded with (sidebar seed = {seed()}, r). The Activation maximization page "
-           f"explains the details, including how positions enter.")
+def _live(rec) -> None:
+    am = cfg.actmax
+    st.altair_chart(charts.restart_curves(rec.history, am.index, am.steps, am.unit), width="stretch")
 
-job = Job("repro")
-run = st.button("Run", key="rp_run", type="primary", icon=":material/play_arrow:")
 
-if run:
-    try:
-        cfg = actmax.ActMaxConfig(
-            layer=st.session_state.rp_layer, dim=st.session_state.rp_dim,
-            steps=st.session_state.rp_steps, lr=st.session_state.rp_lr, l2=st.session_state.rp_l2,
-            restarts=st.session_state.rp_restarts, seed=seed()).check(lm)
-    except ValueError as e:
-        st.error(first_line(e))
-        st.stop()
-    run_live(lm, job, cfg, charts.restart_curves,
-             lambda info, rec: (f"Step {info.step} of {info.steps} · {cfg.restarts} restarts · "
-                                f"{rec.seconds:.0f} s"))
+if st.button("Run", key="rp_run", type="primary", icon=":material/play_arrow:"):
+    run_live(lm, exp, cfg, draw=_live)
 
-res = current_result(lm, job)
-if res is not None:
-    cfg = res.config
-    rep = actmax.reproducibility(lm, res)
+rep = job_result(lm, exp)
+if rep is not None:
+    res, rc = rep.maximized, rep.config.actmax
     summary = rep.summary().set_index("vectors")
     opt, null = summary.loc["optimized"], summary.loc["null control"]
     n_opt, n_null, n_total = int(opt["unique"]), int(null["unique"]), int(opt["decoded"])
-    job.caption()
-    st.subheader("Result")
-    st.caption(f"{res.model} · layer {cfg.layer} · dim {cfg.dim} · {cfg.restarts} restarts · "
-               f"{res.steps_done} of {cfg.steps} steps · lr {cfg.lr:g} · λ {cfg.l2:g} · "
-               f"seed {cfg.seed} · {res.seconds:.1f} s")
-    st.altair_chart(charts.restart_curves(res.history, cfg.dim, cfg.steps), width="stretch")
+    result_header(exp, res, charts.restart_curves)
     st.caption("Look for: whether the restarts climb to the same height. Similar heights with "
-               "different tokens (below) mean many different inputs satisfy this dimension "
-               "equally well. Dashed grey: each restart's neighbouring dims (mean).")
+               f"different tokens (below) mean many different inputs satisfy this {rc.unit} "
+               f"equally well. Dashed grey: each restart's neighbouring {rc.unit}s (mean).")
 
     m = st.columns(4)
     m[0].metric("Unique tokens, optimized", f"{n_opt} of {n_total}")
@@ -90,7 +66,7 @@ if res is not None:
     m2[3].metric("Final activation (min – max)",
                  f"{res.final.min():.1f} – {res.final.max():.1f}")
     st.markdown(
-        f"Of the **{n_total}** decoded tokens ({cfg.restarts} restarts × {cfg.n_tokens} "
+        f"Of the **{n_total}** decoded tokens ({rc.restarts} restarts × {rc.n_tokens} "
         f"positions), **{n_opt}** are different; random unoptimized vectors give "
         f"**{n_null}**. The closer the two numbers, the less the optimization converges on "
         f"shared tokens. The seeds found 48 of 50 unique on GPT-2 small: almost no agreement. "
@@ -99,7 +75,7 @@ if res is not None:
         f"*moves* (x − x₀) asks whether the gradient pushes every start in the same direction. "
         f"**{rep.same_as_start} of {n_total}** decoded tokens are simply the nearest token of the "
         f"random start (the vectors moved {res.moved.mean():.0%} of their length). "
-        + ("So most of what is decoded is the starting noise, not the dimension."
+        + ("So most of what is decoded is the starting noise, not the target."
            if rep.same_as_start > n_total / 2 else
            "So the optimization did change what the vectors decode to.")
     )
@@ -134,8 +110,7 @@ if res is not None:
     d1.download_button("History (CSV)", res.history.to_csv(index=False), "repro_history.csv",
                        "text/csv", icon=":material/download:", key="rp_dl_csv")
     d2.download_button("Result (JSON: config, model, seed, statistics)",
-                       json.dumps({**res.to_json(), "reproducibility": rep.to_json()}, indent=2,
-                                  default=str),
+                       json.dumps(rep.to_record(), indent=2),
                        "repro_result.json", "application/json", icon=":material/download:",
                        key="rp_dl_json")
 else:

@@ -1,6 +1,7 @@
 """Altair charts for activation maximization and its reproducibility (pure functions).
 
-Each builder takes tidy frames from `lab.actmax` and returns an `alt.Chart`; the pages add
+Each builder takes tidy frames from `lab.actmax` (and the target's index and unit,
+"dim" or "neuron", for its labels) and returns an `alt.Chart`; the pages add
 one sentence on what to look for.
 """
 from __future__ import annotations
@@ -21,44 +22,56 @@ def thin(history: pd.DataFrame, max_points: int = MAX_POINTS_PER_LINE) -> pd.Dat
     return history[history.step.isin(keep)]
 
 
-def _long(history: pd.DataFrame, dim: int) -> pd.DataFrame:
+UNITS = {"dim": "residual-stream units", "neuron": "MLP-neuron units"}   # by ActMaxConfig.unit
+
+
+def series_names(index: int, unit: str = "dim") -> tuple[str, str]:
+    """The legend's names of the target and of its neighbours' mean."""
+    return f"{unit} {index} (target)", f"neighbouring {unit}s (mean)"
+
+
+def _long(history: pd.DataFrame, index: int, unit: str) -> pd.DataFrame:
     """history -> step, restart, series, activation (target and neighbours as rows)."""
     h = thin(history)
-    target_name, nb_name = f"dim {dim} (target)", "neighbouring dims (mean)"
+    target_name, nb_name = series_names(index, unit)
     out = h.melt(id_vars=["step", "restart"], value_vars=["target", "neighbours"],
                  var_name="series", value_name="activation")
     out["series"] = out.series.map({"target": target_name, "neighbours": nb_name})
     return out.dropna(subset=["activation"])
 
 
-def activation_curves(history: pd.DataFrame, dim: int, steps: int | None = None) -> alt.Chart:
-    """Target dim and its neighbours' mean against Adam step; one line per restart.
+def _step_axes(unit: str, steps: int | None) -> dict:
+    """x = Adam step over the whole run (a live chart does not rescale as it grows), y = activation."""
+    x_scale = alt.Scale(domain=[0, steps]) if steps else alt.Undefined
+    return {"x": alt.X("step:Q", title="Adam step (updates applied)", scale=x_scale),
+            "y": alt.Y("activation:Q", title=f"activation ({UNITS[unit]})")}
+
+
+def activation_curves(history: pd.DataFrame, index: int, steps: int | None = None,
+                      unit: str = "dim") -> alt.Chart:
+    """Target unit and its neighbours' mean against Adam step; one line per restart.
 
     `steps` fixes the x range (the whole run), so a live chart does not rescale as it grows.
     """
-    data = _long(history, dim)
-    x_scale = alt.Scale(domain=[0, steps]) if steps else alt.Undefined
-    return alt.Chart(data).mark_line(strokeWidth=1.5).encode(
-        x=alt.X("step:Q", title="Adam step (updates applied)", scale=x_scale),
-        y=alt.Y("activation:Q", title="activation (residual-stream units)"),
+    return alt.Chart(_long(history, index, unit)).mark_line(strokeWidth=1.5).encode(
+        **_step_axes(unit, steps),
         color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top")),
         detail="restart:N",
         tooltip=["step", "restart", "series", alt.Tooltip("activation:Q", format=".3f")],
     ).properties(height=320)
 
 
-def restart_curves(history: pd.DataFrame, dim: int, steps: int | None = None) -> alt.Chart:
-    """The target dim of every restart in its own colour; neighbours' means in grey."""
-    data = _long(history, dim)
-    x_scale = alt.Scale(domain=[0, steps]) if steps else alt.Undefined
-    base = alt.Chart(data).encode(
-        x=alt.X("step:Q", title="Adam step (updates applied)", scale=x_scale),
-        y=alt.Y("activation:Q", title="activation (residual-stream units)"),
+def restart_curves(history: pd.DataFrame, index: int, steps: int | None = None,
+                   unit: str = "dim") -> alt.Chart:
+    """The target unit of every restart in its own colour; neighbours' means in grey."""
+    nb_name = series_names(index, unit)[1]
+    base = alt.Chart(_long(history, index, unit)).encode(
+        **_step_axes(unit, steps),
         tooltip=["step", "restart", "series", alt.Tooltip("activation:Q", format=".3f")])
-    target = base.transform_filter(alt.datum.series != "neighbouring dims (mean)").mark_line(
+    target = base.transform_filter(alt.datum.series != nb_name).mark_line(
         strokeWidth=1.5).encode(color=alt.Color("restart:N", title="restart",
                                                 legend=alt.Legend(orient="right")))
-    neigh = base.transform_filter(alt.datum.series == "neighbouring dims (mean)").mark_line(
+    neigh = base.transform_filter(alt.datum.series == nb_name).mark_line(
         strokeWidth=1, strokeDash=[4, 3], color="#999999").encode(detail="restart:N")
     return (neigh + target).properties(height=320)
 
@@ -74,7 +87,7 @@ def symlog_ticks(values) -> list[float]:
     return sorted(set(ticks))
 
 
-def gap_chart(gap_frame: pd.DataFrame, dim: int) -> alt.Chart:
+def gap_chart(gap_frame: pd.DataFrame, index: int, unit: str = "dim") -> alt.Chart:
     """Dot plot: optimum vs nearest real tokens vs random real tokens.
 
     A symlog axis when the optimum is far beyond the rest (linear near 0, logarithmic far
@@ -82,10 +95,10 @@ def gap_chart(gap_frame: pd.DataFrame, dim: int) -> alt.Chart:
     """
     order = ["optimized embeddings", "nearest tokens", "random tokens"]
     wide = gap_frame.activation.abs().max() >= 20
-    x = (alt.X("activation:Q", title=f"activation of dim {dim} (residual units, symlog scale)",
-               scale=alt.Scale(type="symlog"),
+    title = f"activation of {unit} {index} ({UNITS[unit]}"
+    x = (alt.X("activation:Q", title=f"{title}, symlog scale)", scale=alt.Scale(type="symlog"),
                axis=alt.Axis(values=symlog_ticks(gap_frame.activation), format="~g"))
-         if wide else alt.X("activation:Q", title=f"activation of dim {dim} (residual units)"))
+         if wide else alt.X("activation:Q", title=f"{title})"))
     return alt.Chart(gap_frame).mark_circle(size=70, opacity=0.6).encode(
         x=x,
         y=alt.Y("source:N", title=None, sort=order, axis=alt.Axis(labelLimit=250)),

@@ -1,0 +1,169 @@
+"""Gradient ascent on input embeddings, restarts as one batch, recorded step by step.
+
+    x  [restarts, n_tokens, d_model]   the optimized input embeddings (one row per restart)
+    a  = activation at cfg.hook [r, :, cfg.index] reduced over positions (mean, or the last one)
+    loss_r = -a_r + l2 * ||x_r||^2,  and Adam minimizes sum_r loss_r
+
+The batch loss is a *sum* over restarts, so restart r's gradient depends on restart r alone,
+and Adam works element by element: the batch follows exactly the trajectories the restarts
+would follow one by one (tests check this). Restart r starts from a generator seeded with
+(seed, r), so a restart's start does not depend on how many restarts run beside it.
+
+The forward stops right after the target's block (lab.hooks stop_early), weights stay frozen
+(only `x` has requires_grad), and the model adds its own position information exactly as it
+does for real tokens: GPT-2 adds its learned position embeddings (wpe) to `inputs_embeds`;
+Llama-family models add nothing to the residual stream and rotate queries and keys (rotary)
+inside attention.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lab import hooks
+from lab.actmax.config import ActMaxConfig
+from lab.experiment import OnProgress, report
+from lab.hooks import capture, forward
+from lab.models import LabModel
+
+HISTORY_COLUMNS = ["step", "restart", "target", "neighbours", "loss"]
+
+
+def activations(lm: LabModel, hook: str, input_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """The activation at `hook` [batch, pos, width] from one forward that stops there.
+
+    Raw residual: blocks.{last}.hook_resid_post is the last block's output *before* the final
+    norm (HF's last hidden_states entry has the norm applied). Keeps the autograd graph.
+    """
+    with capture(lm, [hook], stop_early=True) as cache:
+        forward(lm, input_ids=input_ids, inputs_embeds=inputs_embeds)
+    return cache[hook]
+
+
+def reduce_positions(h: torch.Tensor, how: str) -> torch.Tensor:
+    """[batch, pos, ...] -> [batch, ...]: mean over positions or the last position."""
+    return h.mean(1) if how == "mean" else h[:, -1]
+
+
+def neighbour_indices(cfg: ActMaxConfig, width: int) -> list[int]:
+    """Units within `neighbours` of the target, the target itself excluded."""
+    lo, hi = max(0, cfg.index - cfg.neighbours), min(width - 1, cfg.index + cfg.neighbours)
+    return [d for d in range(lo, hi + 1) if d != cfg.index]
+
+
+def stream_seed(*words: int) -> int:
+    """A 32-bit seed from a tuple of ints: independent streams for (seed, restart, ...)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
+
+
+def random_embeddings(lm: LabModel, seed: int, restarts: int, n_tokens: int,
+                      stream: int = 0) -> torch.Tensor:
+    """[restarts, n_tokens, d_model] Gaussian vectors scaled to the std of W_E.
+
+    Row r comes from its own generator seeded with (seed, r, stream): row r is the same
+    whatever `restarts` is. stream 0 = optimization starts, 1 = the null control.
+    """
+    std = lm.W_E.detach().float().std().item()
+    rows = []
+    for r in range(restarts):
+        g = torch.Generator().manual_seed(stream_seed(seed, r, stream))
+        rows.append(torch.randn(n_tokens, lm.d_model, generator=g))
+    return (torch.stack(rows) * std).to(device=lm.device, dtype=lm.W_E.dtype)
+
+
+def initial_embeddings(lm: LabModel, cfg: ActMaxConfig) -> torch.Tensor:
+    """The starts of a run: [restarts, n_tokens, d_model]."""
+    return random_embeddings(lm, cfg.seed, cfg.restarts, cfg.n_tokens, stream=0)
+
+
+class Recorder:
+    """A run so far, one entry per forward: what `Progress.partial` carries, and what
+    `partial_result` turns into a full result after a Stop.
+
+    Keeps every step's [restarts] numbers, the start and only the newest embeddings
+    (500 copies would add up).
+    """
+
+    def __init__(self):
+        self._rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # target, neigh, loss
+        self.start: torch.Tensor | None = None    # step 0's embeddings: where each restart began
+        self.embeds: torch.Tensor | None = None   # [R, T, D] the newest, their numbers last
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+
+    def add(self, target: torch.Tensor, neighbours: torch.Tensor, loss: torch.Tensor,
+            embeds: torch.Tensor) -> None:
+        self._rows.append((target, neighbours, loss))
+        if self.start is None:
+            self.start = embeds
+        self.embeds = embeds
+        self.seconds = time.perf_counter() - self.started
+
+    @property
+    def step(self) -> int:
+        """The newest step: that many updates have been applied to `embeds`."""
+        return len(self._rows) - 1
+
+    @property
+    def target(self) -> np.ndarray:
+        """[restarts] the newest target activation."""
+        return self._rows[-1][0].cpu().numpy()
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Tidy history: one row per (step, restart)."""
+        if not self._rows:
+            return pd.DataFrame(columns=HISTORY_COLUMNS)
+        cols = [torch.stack(c).float().cpu().numpy().astype(float) for c in zip(*self._rows)]
+        S, R = cols[0].shape
+        return pd.DataFrame({"step": np.repeat(np.arange(S), R), "restart": np.tile(np.arange(R), S),
+                             **{name: c.ravel() for name, c in zip(HISTORY_COLUMNS[2:], cols)}})
+
+    def message(self, cfg: ActMaxConfig) -> str:
+        """One progress line: where the run is and how high the target got."""
+        mean = f" (mean of {cfg.restarts} restarts)" if cfg.restarts > 1 else ""
+        return (f"Step {self.step} of {cfg.steps} · {cfg.target} = {self.target.mean():.3f}{mean}"
+                f" · {self.seconds:.0f} s")
+
+
+def optimize(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None,
+             start: torch.Tensor | None = None) -> tuple[torch.Tensor, pd.DataFrame]:
+    """Run Adam on the embeddings; return (final embeds [R, T, D], tidy history).
+
+    `start` overrides the seeded starts (same shape): used to run restarts one by one.
+    The history has steps 0..cfg.steps; row `steps` is measured after the last update.
+    `on_progress` gets a Progress per forward (unit "step") whose partial is the Recorder.
+    """
+    cfg.check(lm)
+    x = (initial_embeddings(lm, cfg) if start is None else start).detach().clone()
+    if x.shape != (cfg.restarts, cfg.n_tokens, lm.d_model):
+        raise ValueError(f"start must have shape {(cfg.restarts, cfg.n_tokens, lm.d_model)}, "
+                         f"got {tuple(x.shape)}")
+    x.requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr)
+    nb = torch.tensor(neighbour_indices(cfg, hooks.width(lm, cfg.hook)), dtype=torch.long,
+                      device=x.device)
+    rec = Recorder()
+    with capture(lm, [cfg.hook], stop_early=True) as cache:
+        for step in range(cfg.steps + 1):
+            last = step == cfg.steps
+            with torch.set_grad_enabled(not last):   # the final forward only measures
+                forward(lm, inputs_embeds=x)
+                h = cache[cfg.hook]                                          # [R, T, W]
+                target = reduce_positions(h[..., cfg.index], cfg.reduce)     # [R]
+                loss = -target + cfg.l2 * x.pow(2).sum((1, 2))               # [R]
+            if not last:
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()   # a sum: each restart's gradient is its own
+            with torch.no_grad():
+                neigh = reduce_positions(h.detach()[..., nb], cfg.reduce).mean(-1)  # [R] (nan if none)
+            rec.add(target.detach(), neigh, loss.detach(), x.detach().clone())
+            if on_progress is not None:
+                report(on_progress, step, cfg.steps, "step", rec.message(cfg), rec)
+            if not last:
+                opt.step()
+    return x.detach(), rec.history
