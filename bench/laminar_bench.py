@@ -98,18 +98,19 @@ def seed_style_layer(lm: LabModel, windows, layer: int, cfg: laminar.LaminarConf
 
     scale = acts.var(0, unbiased=False).mean().sqrt()
     x = acts / scale
+    s = cfg.sae
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed + 1))
-    n_val = round(len(x) * cfg.val_fraction)
+    n_val = round(len(x) * s.val_fraction)
     train, val = x[perm[n_val:]], x[perm[:n_val]]
-    topk = cfg.activation == "topk"
-    sae = PlainSAE(x.shape[1], cfg.expansion * x.shape[1], cfg.seed, cfg.k if topk else None)
-    l1 = 0.0 if topk else cfg.l1
+    topk = s.activation == "topk"
+    sae = PlainSAE(x.shape[1], s.expansion * x.shape[1], cfg.seed, s.k if topk else None)
+    l1 = 0.0 if topk else s.l1
     with torch.no_grad():
         sae.b_dec.copy_(x.mean(0))
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(sae.parameters(), lr=s.lr)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train),
-                                         batch_size=cfg.batch_size, shuffle=True)
-    for _ in range(cfg.epochs):
+                                         batch_size=s.batch_size, shuffle=True)
+    for _ in range(s.epochs):
         for (xb,) in loader:
             recon, z = sae(xb)
             loss = F.mse_loss(recon, xb) + l1 * z.sum(-1).mean()
@@ -142,8 +143,8 @@ def main() -> None:
     ap.add_argument("--activation", default="relu", choices=["relu", "topk"],
                     help="relu: ReLU + L1 on both sides (the seed); topk: Top-K on both sides")
     ap.add_argument("--k", type=int, default=32, help="active latents per token (topk)")
-    ap.add_argument("--l1", type=float, default=laminar.LaminarConfig.l1)
-    ap.add_argument("--lr", type=float, default=laminar.LaminarConfig.lr)
+    ap.add_argument("--l1", type=float, default=laminar.PRESETS["full"].sae.l1)
+    ap.add_argument("--lr", type=float, default=laminar.PRESETS["full"].sae.lr)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--skip-seed", action="store_true", help="time the lab side only")
@@ -159,10 +160,11 @@ def main() -> None:
         args.layers = min(args.layers, lm.n_layers)
     else:
         lm = gpt2_small_random(args.layers)
-    cfg = laminar.LaminarConfig(n_windows=args.windows, window_len=args.window_len,
-                                epochs=args.epochs, expansion=args.expansion, l1=args.l1,
-                                lr=args.lr, batch_size=args.batch_size, activation=args.activation,
-                                k=args.k, layers=tuple(range(args.layers)))
+    cfg = laminar.preset("full", n_windows=args.windows, window_len=args.window_len,
+                         layers=tuple(range(args.layers)),
+                         **{"sae.epochs": args.epochs, "sae.expansion": args.expansion,
+                            "sae.l1": args.l1, "sae.lr": args.lr, "sae.batch_size": args.batch_size,
+                            "sae.activation": args.activation, "sae.k": args.k})
     if args.model:
         ids = corpus.tokenize(lm.tokenizer, corpus.bundled_article().text)
         windows = corpus.sample_windows(ids, args.windows, args.window_len, seed=0)
@@ -172,7 +174,7 @@ def main() -> None:
                                 generator=torch.Generator().manual_seed(0))
         what = "GPT-2 small shape, random weights, random tokens"
     print(f"{what}, {args.layers} layers; {args.windows} x "
-          f"{args.window_len} tokens; SAE {cfg.expansion * lm.d_model} latents, {args.activation}, "
+          f"{args.window_len} tokens; SAE {cfg.sae.latents_for(lm.d_model)} latents, {args.activation}, "
           f"l1 {args.l1:g}, lr {args.lr:g}, {args.epochs} epochs, batch {args.batch_size}; "
           f"{torch.get_num_threads()} threads")
 
@@ -180,7 +182,7 @@ def main() -> None:
     t0 = time.perf_counter()
 
     def on_progress(p):
-        if p.stage == "capture":   # the last call comes right after the last forward
+        if p.done <= 1:   # the forward passes are the first unit; the last call ends them
             capture["end"] = time.perf_counter()
 
     rows = laminar.sweep(lm, windows, cfg, on_progress=on_progress)

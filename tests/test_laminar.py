@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from conftest import app_test
-from lab import corpus, laminar
-from lab.hooks import run_with_hooks
+from lab import corpus, laminar, registry
+from lab.experiment import replace_paths
+from lab.hooks import mlp_out, run_with_hooks
+from lab.laminar import train as laminar_train
 from lab.sae import init_sae
 
 TINY = laminar.preset("tiny")
@@ -47,8 +49,8 @@ def test_capture_is_one_forward_per_batch_for_all_layers(tiny):
     assert len(calls) == 2                       # 4 windows / 2 per forward, not x 3 layers
     assert acts.shape == (3, 4 * 15, tiny.d_model)  # position 0 of each window dropped
     for layer in range(3):                        # equals a per-layer reference forward
-        ref = run_with_hooks(tiny, [f"blocks.{layer}.hook_mlp_out"], input_ids=_windows(tiny),
-                             detach=True)[f"blocks.{layer}.hook_mlp_out"]
+        ref = run_with_hooks(tiny, [mlp_out(layer)], input_ids=_windows(tiny),
+                             detach=True)[mlp_out(layer)]
         assert torch.allclose(acts[layer], ref[:, 1:].reshape(-1, tiny.d_model), atol=1e-6)
 
 
@@ -77,16 +79,16 @@ def test_one_row_per_layer(tiny, ids):
 
 def test_fresh_sae_per_layer(tiny, ids, monkeypatch):
     seen = []
-    real = laminar.train_sae
+    real = laminar_train.train_sae
 
     def spy(acts, cfg, on_epoch=None, sae=None):
         seen.append((sae, sae.W_enc.detach().clone(), acts))
         return real(acts, cfg, on_epoch=on_epoch, sae=sae)
 
-    monkeypatch.setattr(laminar, "train_sae", spy)
+    monkeypatch.setattr(laminar_train, "train_sae", spy)
     laminar.sweep(tiny, ids, TINY)
     assert len(seen) == 3 and len({id(s) for s, _, _ in seen}) == 3
-    scfg = TINY.sae_config(tiny.d_model)
+    scfg = TINY.sae
     for j, (sae, w0, acts) in enumerate(seen):
         assert torch.equal(w0, init_sae(acts, scfg).W_enc)    # starts from the seeded init...
         if j:
@@ -110,16 +112,18 @@ def test_layers_subset_and_windows_input(tiny):
 
 
 def test_layers_arrive_one_by_one_and_progress_moves(tiny, ids):
-    partial, progress = [], []
-    laminar.sweep(tiny, ids, TINY, on_layer=lambda row, rows: partial.append((row, rows.copy())),
-                  on_progress=progress.append)
-    assert [len(rows) for _, rows in partial] == [1, 2, 3]
-    assert [row["layer"] for row, _ in partial] == [0, 1, 2]
+    progress = []
+    laminar.sweep(tiny, ids, TINY, on_progress=progress.append)
+    partial = list({len(p.partial): p.partial for p in progress if p.partial is not None}.values())
+    assert [len(rows) for rows in partial] == [1, 2, 3]      # the rows so far, layer by layer
+    assert [rows["layer"].iloc[-1] for rows in partial] == [0, 1, 2]
+    assert all(p.unit == "layer" and p.total == 1 + 3 for p in progress)   # capture counts as one
     fractions = [p.fraction for p in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert progress[0].stage == "capture" and progress[-1].stage == "train"
-    assert all(p.eta is not None and p.eta >= 0 for p in progress if p.stage == "train")
-    assert "Layer 2: SAE epoch 2/2 (2/3 layers done" in progress[-1].message()
+    assert progress[0].message.startswith("Capturing") and progress[-1].message.startswith("layer 2:")
+    assert all("left" in p.message for p in progress[:-1])   # the ETA, from the first batch on
+    assert "Layer 2: SAE epoch 1/2 (2/3 layers done" in progress[-2].message
+    assert "3/3 layers done" in progress[-1].message
 
 
 def test_stopping_keeps_finished_layers(tiny, ids):
@@ -128,44 +132,54 @@ def test_stopping_keeps_finished_layers(tiny, ids):
     class Stop(Exception):
         pass
 
-    def on_layer(row, rows):
-        kept.append(rows)
-        if len(rows) == 2:
-            raise Stop  # what a click on Stop does to the running script
+    def on_progress(p):
+        if p.partial is not None:
+            kept.append(p.partial)
+            if len(p.partial.rows) == 2:
+                raise Stop  # what a click on Stop does to the running script
 
     with pytest.raises(Stop):
-        laminar.sweep(tiny, ids, TINY, on_layer=on_layer)
-    assert kept[-1]["layer"].tolist() == [0, 1]
+        laminar.run(tiny, TINY, on_progress)
+    assert kept[-1].rows["layer"].tolist() == [0, 1]
+    assert not kept[-1].finished and kept[-1].n_layers == 3
+    assert registry.get("laminar").partial_result(tiny, TINY, kept[-1]) is kept[-1]
 
 
 def test_topk_density_is_k_over_latents(tiny, ids):
-    cfg = replace(TINY, activation="topk", k=8)
+    cfg = replace_paths(TINY, {"sae.activation": "topk", "sae.k": 8})
     rows = laminar.sweep(tiny, ids, cfg)
     assert (rows["density"] <= 8 / 128 + 1e-6).all() and (rows["l0"] <= 8 + 1e-6).all()
     assert (rows["density"] > 0.5 * 8 / 128).all()
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"activation": "gelu"}, "activation must be one of"),
+    ({"sae.activation": "gelu"}, "activation must be one of"),
     ({"window_len": 1}, "window_len must be at least 2"),
-    ({"epochs": 0}, "epochs must be at least 1"),
-    ({"lr": float("nan")}, "lr must be a positive number"),
+    ({"sae.epochs": 0}, "epochs must be at least 1"),
+    ({"sae.lr": float("nan")}, "lr must be a finite number"),       # lab.sae's wording now
     ({"layers": (1, 1)}, "layers must be distinct"),
-    ({"val_fraction": 1.0}, "val_fraction must be in"),
+    ({"sae.val_fraction": 1.0}, "val_fraction must be below 1"),   # lab.sae's wording now
+    ({"url": "LED", "text": "Some prose."}, "not both"),
 ])
 def test_config_is_validated(changes, message):
     with pytest.raises(ValueError, match=message):
-        replace(TINY, **changes)
+        replace_paths(TINY, changes)
     with pytest.raises(ValueError, match="unknown preset"):
         laminar.preset("huge")
 
 
 def test_presets_match_the_issue():
-    seed = laminar.PRESETS["seed"]
-    assert (seed.n_windows, seed.window_len, seed.epochs, seed.activation) == (10, 1024, 75, "relu")
+    full = laminar.PRESETS["full"]
+    assert (full.n_windows, full.window_len, full.sae.epochs, full.sae.activation) == (10, 1024, 75, "relu")
+    assert full == laminar.LaminarConfig() and "seed" not in laminar.PRESETS
     quick = laminar.PRESETS["quick"]
-    assert quick.n_tokens < seed.n_tokens and quick.epochs < seed.epochs
-    assert quick.expansion < seed.expansion
+    assert quick.n_tokens < full.n_tokens and quick.sae.epochs < full.sae.epochs
+    assert quick.sae.expansion < full.sae.expansion
+
+
+def test_one_seed_reaches_the_sae():
+    cfg = replace(TINY, seed=7)
+    assert cfg.sae.seed == 7 and cfg == replace_paths(TINY, {"seed": 7, "sae.seed": 3})
 
 
 # ---------------------------------------------------------------- cost model and shape
@@ -211,13 +225,22 @@ def test_layer_axis_spans_the_whole_model_from_the_first_layer():
 
 
 def test_export_json(tiny, ids):
-    rows = laminar.sweep(tiny, ids, TINY)
-    out = json.loads(laminar.export_json(rows, {"tiny-gpt2": {"config": {"seed": 0}}}))
-    assert len(out["rows"]) == 3 and out["runs"]["tiny-gpt2"]["config"]["seed"] == 0
-    assert "torch" in out["versions"]
+    result = laminar.run(tiny, TINY)
+    out = json.loads(json.dumps(result.to_record()))
+    assert out == result.to_record()                          # plain JSON values only
+    assert len(out["rows"]) == 3 and out["config"]["seed"] == 0 and out["model"] == "tiny-gpt2"
+    assert "torch" in out["versions"] and out["corpus"]["source"] == "bundled"
+    assert out["config"]["sae"]["epochs"] == 2 and out["shape"][0]["layers"] == 3
+    assert set(result.frames()) == {"layers", "shape"}
+    assert result.brief()["layer 2"].startswith("density ")
 
 
 # ---------------------------------------------------------------- CLI
+
+# the old --preset tiny, as the generated flags (the CLI takes every config field)
+TINY_FLAGS = ("--n-windows", "2", "--window-len", "16", "--expansion", "2", "--epochs", "2",
+              "--batch-size", "16")
+
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "lab", "laminar", *args], capture_output=True,
@@ -225,13 +248,13 @@ def _cli(*args):
 
 
 def test_cli_tiny_csv_json(tmp_path):
-    out = tmp_path / "rows.csv"
-    r = _cli("--model", "tiny-gpt2", "--preset", "tiny", "--csv", str(out), "--json")
+    r = _cli("--model", "tiny-gpt2", *TINY_FLAGS, "--out", str(tmp_path), "--json")
     assert r.returncode == 0, r.stderr
     payload = json.loads(r.stdout)
     assert [row["layer"] for row in payload["rows"]] == [0, 1, 2]
     assert payload["corpus"]["source"] == "bundled"
-    assert pd.read_csv(out)["layer"].tolist() == [0, 1, 2]
+    assert pd.read_csv(tmp_path / "layers.csv")["layer"].tolist() == [0, 1, 2]
+    assert json.loads((tmp_path / "record.json").read_text())["config"]["n_windows"] == 2
     assert r.stderr.count("layer ") == 3   # one progress line per layer
 
 
@@ -239,12 +262,13 @@ def test_cli_bad_input_is_one_line(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("Light-emitting diodes make light. " * 20)
     for args, why in ((["--url", "http://en.wikipedia.org/wiki/LED"], "plain http"),
-                      (["--text-file", str(short), "--preset", "seed"], "what fits")):
+                      (["--text-file", str(short)], "what fits"),   # the full preset's 10 x 1024
+                      (["--epochs", "0"], "epochs must be at least 1")):
         r = _cli("--model", "tiny-gpt2", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and why in r.stderr, r.stderr
-    r = _cli("--model", "tiny-gpt2", "--text-file", str(short), "--preset", "tiny",
-             "--windows", "50", "--fit", "--json")
+    r = _cli("--model", "tiny-gpt2", "--text-file", str(short), *TINY_FLAGS,
+             "--n-windows", "50", "--fit", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["config"]["n_windows"] < 50
 
@@ -272,7 +296,7 @@ def test_page_runs_a_tiny_sweep_and_draws_all_layers():
     at.run()
     assert not at.exception
     run = at.session_state["lam_results"]["tiny-gpt2"]
-    assert run["finished"] and run["rows"]["layer"].tolist() == [0, 1, 2]
+    assert run.finished and run.rows["layer"].tolist() == [0, 1, 2]
     assert "Wall time" in _texts(at) and "for 3 layers" in _texts(at)
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert len(specs) == 4
@@ -301,7 +325,7 @@ def test_page_bad_inputs_say_one_sentence_and_stay_usable():
     # a corpus too short for the preset: say so, offer what fits, and take the offer
     at.radio(key="lam_source").set_value("Paste or upload").run()
     at.text_area(key="lam_paste").set_value("LEDs make light from current. " * 40).run()
-    at.radio(key="lam_preset").set_value("seed").run()
+    at.radio(key="lam_preset").set_value("full").run()
     assert any("what fits" in w.value for w in at.warning) and not at.exception
     offer = [b for b in at.button if b.key and b.key.startswith("lam_fit_")][0]
     offer.click().run()

@@ -1,25 +1,32 @@
 """Laminar profile (seed 004): a fresh sparse autoencoder on every layer's MLP output.
 
-Corpus (lab.corpus: Wikipedia, bundled, pasted) -> LaminarConfig (preset + adjustments) ->
-estimate -> lab.laminar.sweep (progress with ETA, curves growing layer by layer, Stop keeps
-finished layers) -> charts of every model run in this session, overlaid -> CSV / JSON.
+Corpus (lab.corpus: Wikipedia, bundled, pasted) -> LaminarConfig (preset + adjustments, the
+corpus source in it) -> estimate -> ui.jobs.run_live(lab.laminar.run) (progress with ETA,
+curves growing layer by layer, Stop keeps finished layers) -> charts of every model run in
+this session, overlaid -> CSV / JSON.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, replace
+import functools
+import json
 
 import pandas as pd
 import streamlit as st
 
-from lab import corpus, laminar
+from lab import corpus, laminar, registry
 from lab.charts import laminar as charts
+from lab.experiment import replace_paths
+from lab.laminar import LaminarConfig
+from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, stop_button
+from ui.jobs import Job, job_result, run_live
 
-RESULTS = "lam_results"    # session_state: {model name: {"rows", "config", "corpus", ...}}
+EXP = registry.get("laminar")
+RESULTS = "lam_results"    # session_state: {model name: LaminarResult}, overlaid in the charts
 SOURCES = ["Wikipedia article", "Bundled LED text", "Paste or upload"]
 X_LABELS = {"layer index": "layer", "relative depth": "relative_depth"}
+PRESET_CAPTIONS = {"quick": "fewer tokens, epochs and latents: the trend in ~2 min on 2 CPU cores",
+                   "full": "the seed's 10 x 1024 tokens, 75 epochs, 8x latents"}
 
 st.title("Laminar profile")
 st.markdown(
@@ -92,7 +99,8 @@ def _pasted() -> corpus.Article | None:
         return None
 
 
-def _corpus() -> tuple[corpus.Article, object] | None:
+def _corpus() -> tuple[corpus.Article, object, dict] | None:
+    """The article shown, its tokens, and the config fields that name it (url or text)."""
     st.subheader("1. Corpus")
     source = st.radio("Source", SOURCES, key="lam_source", horizontal=True)
     if source == SOURCES[0]:
@@ -115,37 +123,47 @@ def _corpus() -> tuple[corpus.Article, object] | None:
     st.caption(f"{link} — {where}, {art.fetched_at}; sha256 {art.sha256[:12]}…")
     with st.expander("Show the text"):
         st.text(art.text[:3000] + ("…" if art.n_chars > 3000 else ""))
-    return art, ids
+    fields = {"live": {"url": st.session_state.get("lam_article", "")},
+              "pasted": {"text": art.text}, "file": {"text": art.text}}
+    fields["cache"] = fields["live"]   # the run reads the same cached copy
+    return art, ids, fields.get(art.source, {})
 
 
 # ---------------------------------------------------------------- settings
 
-def _settings() -> laminar.LaminarConfig:
+def _preset_number(col, label: str, name: str, path: str, short: str, lo, hi, **kw):
+    """A number widget for config field `path`, starting from preset `name`'s value."""
+    key = f"lam_{short}_{name}"
+    st.session_state.setdefault(key, functools.reduce(getattr, path.split("."), laminar.PRESETS[name]))
+    with col:
+        return widgets.number(label, LaminarConfig, path, key, lo, hi, **kw)
+
+
+def _settings(source: dict) -> LaminarConfig:
     st.subheader("2. Settings")
-    name = st.radio("Preset", ["quick", "seed"], key="lam_preset", horizontal=True,
-                    captions=["fewer tokens, epochs and latents: the trend in ~2 min on 2 CPU cores",
-                              "the seed: 10 x 1024 tokens, 75 epochs, 8x latents"])
-    base = laminar.PRESETS[name]
+    name = st.radio("Preset", list(PRESET_CAPTIONS), key="lam_preset", horizontal=True,
+                    captions=list(PRESET_CAPTIONS.values()))
     with st.expander("Adjust the preset", icon=":material/tune:"):
         c = st.columns(6)
-        n_windows = c[0].number_input("Windows", 1, 200, base.n_windows, key=f"lam_windows_{name}")
-        window_len = c[1].number_input("Tokens per window", 2, lm.n_ctx, min(base.window_len, lm.n_ctx),
-                                       key=f"lam_len_{name}")
-        epochs = c[2].number_input("Epochs per layer", 1, 1000, base.epochs, key=f"lam_epochs_{name}")
-        expansion = c[3].number_input("Latents / d_model", 1, 64, base.expansion, key=f"lam_exp_{name}")
-        activation = c[4].selectbox("SAE", ["relu", "topk"], key=f"lam_act_{name}",
-                                    format_func={"relu": "ReLU + L1 (seed)", "topk": "Top-K"}.get,
-                                    help="With Top-K every token has exactly k active latents, "
-                                         "so density is fixed at k / latents: compare MSE instead.")
-        l1 = c[5].number_input("L1 weight", 0.0, 1.0, base.l1, step=1e-3, format="%.4f",
-                               key=f"lam_l1_{name}", disabled=activation == "topk",
-                               help="ReLU + L1 only. Inputs are scaled to unit variance per layer, "
-                                    "so the same weight means the same on every layer. Larger: "
-                                    "sparser codes, larger error.")
+        values = {"n_windows": _preset_number(c[0], "Windows", name, "n_windows", "windows", 1, 200),
+                  "window_len": _preset_number(c[1], "Tokens per window", name, "window_len", "len",
+                                               2, lm.n_ctx),
+                  "sae.epochs": _preset_number(c[2], "Epochs per layer", name, "sae.epochs", "epochs",
+                                               1, 1000),
+                  "sae.expansion": _preset_number(c[3], "Latents / d_model", name, "sae.expansion",
+                                                  "exp", 1, 64)}
+        st.session_state.setdefault(f"lam_act_{name}", laminar.PRESETS[name].sae.activation)
+        with c[4]:
+            activation = widgets.choice(
+                "SAE", LaminarConfig, "sae.activation", key=f"lam_act_{name}", horizontal=False,
+                format_func={"relu": "ReLU + L1 (the seed's)", "topk": "Top-K"}.get,
+                help="With Top-K every token has exactly k active latents, so density is fixed "
+                     "at k / latents: compare MSE instead.")
+        l1 = _preset_number(c[5], "L1 weight", name, "sae.l1", "l1", 0.0, 1.0, step=1e-3,
+                            format="%.4f", disabled=activation == "topk")
     try:
-        return replace(base, n_windows=int(n_windows), window_len=int(window_len),
-                       epochs=int(epochs), expansion=int(expansion), activation=activation,
-                       l1=float(l1), seed=seed())
+        return replace_paths(laminar.PRESETS[name], {**values, **source, "sae.activation": activation,
+                                                    "sae.l1": float(l1), "seed": seed()})
     except ValueError as e:
         st.error(first_line(e))
         st.stop()
@@ -156,81 +174,60 @@ def _use(name: str, n_windows: int, window_len: int) -> None:
     st.session_state[f"lam_len_{name}"] = window_len
 
 
-def _windows(ids, cfg: laminar.LaminarConfig):
-    """The sampled windows, or None after saying what fits (with buttons to take it)."""
+def _fits(ids, cfg: LaminarConfig) -> bool:
+    """Whether the windows fit the corpus; if not, say what fits (with buttons to take it)."""
     try:
-        return corpus.sample_windows(ids, cfg.n_windows, cfg.window_len, cfg.seed)
+        laminar.corpus_windows(ids, cfg)
+        return True
     except corpus.CorpusTooShort as e:
         st.warning(str(e), icon=":material/short_text:")
         for n, t in e.offers:
             st.button(f"Use {n} x {t}", key=f"lam_fit_{n}_{t}", on_click=_use,
                       args=(st.session_state["lam_preset"], n, t))
-        return None
+        return False
 
 
 @st.cache_data(show_spinner="Measuring this machine's speed…", max_entries=16)
-def _rates(model_name: str, device: str, window_len: int, expansion: int, activation: str,
-           k: int, batch_size: int, _lm):
-    cfg = laminar.LaminarConfig(window_len=window_len, expansion=expansion, activation=activation,
-                                k=k, batch_size=batch_size)
-    return laminar.measure_rates(_lm, cfg)
+def _rates(model_name: str, device: str, window_len: int, sae, _lm):
+    return laminar.measure_rates(_lm, LaminarConfig(window_len=window_len, sae=sae))
 
 
-def _estimate(cfg: laminar.LaminarConfig) -> laminar.Estimate:
-    rates = _rates(lm.name, str(lm.device), cfg.window_len, cfg.expansion, cfg.activation,
-                   cfg.k, cfg.batch_size, lm)
+def _estimate(cfg: LaminarConfig) -> None:
+    rates = _rates(lm.name, str(lm.device), cfg.window_len, cfg.sae, lm)
     est = laminar.estimate(lm, cfg, rates)
     bound = (" The ReLU + L1 rate was measured on dense steps; real codes go sparse after a "
-             "few epochs and train faster, so this is an upper bound." if cfg.activation == "relu" else "")
+             "few epochs and train faster, so this is an upper bound."
+             if cfg.sae.activation == "relu" else "")
     st.markdown(f"**Estimated time: about {laminar.format_duration(est.total_seconds)}** — forward "
                 f"passes {est.capture_gflop:,.3g} GFLOP at a measured {est.forward_gflops:,.3g} "
                 f"GFLOP/s, then {est.n_layers} SAEs x {est.layer_gflop:,.3g} GFLOP at "
                 f"{est.sae_gflops:,.3g} GFLOP/s.{bound}")
-    return est
 
 
-# ---------------------------------------------------------------- run
+# ---------------------------------------------------------------- run and results
 
-def _store(model: str, rows: pd.DataFrame, cfg, art, finished: bool, wall: float) -> None:
-    st.session_state.setdefault(RESULTS, {})[model] = {
-        "rows": rows, "config": asdict(cfg), "corpus": art.meta(), "finished": finished,
-        "wall_seconds": wall, "n_layers": lm.n_layers}
+def _runs() -> dict:
+    return st.session_state.setdefault(RESULTS, {})
 
 
-def _run(windows, cfg, art, est) -> None:
-    job = Job("laminar")
-    job.start({"model": lm.name, **asdict(cfg)})
-    stop_button(job)
-    bar = st.progress(0.0, text="Starting…")
-    live = st.empty()
-    n = len(cfg.layers_of(lm))
-    t0 = time.perf_counter()
-
-    def wall() -> float:
-        return time.perf_counter() - t0
-
-    def on_layer(row, rows):
-        _store(lm.name, rows, cfg, art, False, wall())
-        job.update(rows, progress=f"{len(rows)} of {n} layers finished")
-        with live.container():
-            _draw_pair(_all_rows(), X_LABELS[st.session_state.get("lam_x", "layer index")])
-
-    try:
-        rows = laminar.sweep(lm, windows, cfg, on_layer=on_layer, estimate_=est,
-                             on_progress=lambda p: bar.progress(p.fraction, text=p.message()))
-    except (ValueError, RuntimeError) as e:
-        st.error(f"The sweep failed: {first_line(e)}")
-        return
-    _store(lm.name, rows, cfg, art, True, wall())
-    job.finish(rows)
-    st.rerun()   # redraw without the Stop button and the live charts
+def _keep_latest() -> None:
+    """This model's latest result (finished, or the layers a Stop kept) joins the overlay."""
+    result = job_result(lm, EXP)
+    if result is not None and len(result.rows):
+        _runs()[lm.name] = result
 
 
-# ---------------------------------------------------------------- results
+def _run(cfg: LaminarConfig) -> None:
+    others = {m: r for m, r in _runs().items() if m != lm.name}
+    x = X_LABELS[st.session_state.get("lam_x", "layer index")]
+    result = run_live(lm, EXP, cfg, draw=lambda r: _draw_pair(_all_rows({**others, lm.name: r}), x))
+    if result is not None:
+        _runs()[lm.name] = result
+        st.rerun()   # redraw without the Stop button and the live charts
 
-def _all_rows() -> pd.DataFrame:
-    runs = st.session_state.get(RESULTS, {})
-    frames = [r["rows"] for r in runs.values() if len(r["rows"])]
+
+def _all_rows(runs: dict) -> pd.DataFrame:
+    frames = [r.rows for r in runs.values() if len(r.rows)]
     return pd.concat(frames, ignore_index=True) if frames else laminar.frame([])
 
 
@@ -246,47 +243,50 @@ def _draw_pair(rows: pd.DataFrame, x: str, keys: tuple[str, str] = ("density", "
 
 
 def _results() -> None:
-    runs = st.session_state.get(RESULTS, {})
-    rows = _all_rows()
+    runs = _runs()
+    rows = _all_rows(runs)
     if rows.empty:
         return
     st.subheader("3. Profiles")
-    Job("laminar").caption()
+    Job(EXP.name).caption()
     x = X_LABELS[st.radio("x-axis", list(X_LABELS), key="lam_x", horizontal=True,
                           help="Relative depth = layer / (layers - 1): lines up models of "
                                "different depth.")]
     _draw_pair(rows, x)
     _draw_pair(rows, x, ("mse", "dead_fraction"))
-    for s in laminar.shape_summary(rows).to_dict(orient="records"):
-        run = runs[s["model"]]
-        done = "" if run["finished"] else f" (stopped: {s['layers']} of {run['n_layers']} layers)"
-        st.markdown(f"- {laminar.describe_shape(s)}{done} Wall time "
-                    f"{laminar.format_duration(run['wall_seconds'])} for {s['layers']} layers.")
+    for run in runs.values():
+        for s in run.shape.to_dict(orient="records"):
+            done = "" if run.finished else f" (stopped: {s['layers']} of {run.n_layers} layers)"
+            st.markdown(f"- {laminar.describe_shape(s)}{done} Wall time "
+                        f"{laminar.format_duration(run.wall_seconds)} for {s['layers']} layers.")
     _downloads(rows, runs)
+
+
+def _clear() -> None:
+    st.session_state.pop(RESULTS, None)
+    Job(EXP.name).finish(None)   # or the latest run would come back on the next rerun
 
 
 def _downloads(rows: pd.DataFrame, runs: dict) -> None:
     c1, c2, c3 = st.columns(3)
     c1.download_button("Download CSV", rows.to_csv(index=False), "laminar_profile.csv",
                        "text/csv", key="lam_csv", icon=":material/download:")
-    meta = {m: {k: v for k, v in r.items() if k != "rows"} for m, r in runs.items()}
-    c2.download_button("Download JSON (rows + config, corpus, seed)",
-                       laminar.export_json(rows, meta),
+    records = {"runs": [r.to_record() for r in runs.values()]}
+    c2.download_button("Download JSON (rows + config, corpus, seed)", json.dumps(records, indent=2),
                        "laminar_profile.json", "application/json", key="lam_json",
                        icon=":material/data_object:")
-    c3.button("Clear results", key="lam_clear", icon=":material/delete:",
-              on_click=lambda: st.session_state.pop(RESULTS, None))
+    c3.button("Clear results", key="lam_clear", icon=":material/delete:", on_click=_clear)
 
 
 # ---------------------------------------------------------------- the page
 
+_keep_latest()
 got = _corpus()
 if got is not None:
-    article, token_ids = got
-    config = _settings()
-    windows = _windows(token_ids, config)
-    if windows is not None:
-        estimated = _estimate(config)
+    article, token_ids, source_fields = got
+    config = _settings(source_fields)
+    if _fits(token_ids, config):
+        _estimate(config)
         if st.button("Run", type="primary", key="lam_run", icon=":material/play_arrow:"):
-            _run(windows, config, article, estimated)
+            _run(config)
 _results()

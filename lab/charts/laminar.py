@@ -96,8 +96,3 @@ def dead_chart(rows: pd.DataFrame, x: str = "layer", height: int = 220) -> alt.C
         y=alt.Y("dead_fraction:Q", title=title, scale=alt.Scale(domain=[0, 1]))
     ).properties(height=height, autosize=_AUTOSIZE)
 
-
-def profile_charts(rows: pd.DataFrame, x: str = "layer") -> dict[str, alt.Chart]:
-    """All four charts, keyed like LOOK_FOR."""
-    return {"density": density_chart(rows, x), "nmse": nmse_chart(rows, x),
-            "mse": mse_chart(rows, x), "dead_fraction": dead_chart(rows, x)}
