@@ -1,9 +1,9 @@
 """A sparse autoencoder on one text: the Palinka experiment (seed 002).
 
-    acts  = text_activations(lm, text, layer, site)     one layer over the text [tokens, d_in]
-    sae   = train_sae(acts, cfg.sae)                     Progress per epoch; a Stop keeps the
-                                                         SAE trained so far (`Training`)
-    stats, selectivity (+ permutation control)           -> SAETextResult
+    acts = text_activations(lm, text, layer, site)   one layer over the text [tokens, d_in]
+    SAETrainer(acts, cfg.sae).epoch() x epochs       Progress per epoch; its partial
+                                                     (`Training`) is what a Stop keeps
+    latent stats, selectivity + permutation control  -> SAETextResult (`partial_result`)
 
 The word lists can change after training without retraining: `result.rescore(selectivity)`
 scores the same code again (the page memoises it per run).
@@ -62,7 +62,8 @@ class SAETextConfig:
                    "after the nonlinearity (blocks.L.mlp.hook_post, d_mlp wide).")
     drop_first: bool = param(True, "Drop the first token: position 0 is an attention sink whose "
                                    "activations are often tens of times larger than the rest "
-                                   "(e.g. SmolLM2 layers 1, 2, 8 and 29); it would dominate the loss.")
+                                   "(e.g. SmolLM2 layers 1, 2, 8 and 29); it would dominate the "
+                                   "loss.")
     sae: SAEConfig = param(SAEConfig(), "The sparse autoencoder and its training.")
     selectivity: SelectivityConfig = param(SelectivityConfig(), "Which latents fire on the target "
                                            "words, against a permutation control.")
@@ -138,7 +139,7 @@ class SAETextResult:
     layer: int
     acts: TextActivations
     sae: SparseAutoencoder
-    rows: tuple[dict, ...]          # one train_sae row per finished epoch
+    rows: tuple[dict, ...]          # one SAETrainer.epoch() row per finished epoch
     stats: pd.DataFrame             # latent_stats: one row per latent
     z: torch.Tensor                 # [n_tokens, latents] the code of every token
     target: np.ndarray | None = None   # [n_tokens] bool: tokens of the target words
@@ -224,14 +225,15 @@ class SAETextResult:
         return {**rec, "config": _lists(rec["config"])}
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {"history": self.history, "latents": self.stats, "selectivity": self.selectivity.table}
+        return {"history": self.history, "latents": self.stats,
+                "selectivity": self.selectivity.table}
 
     def brief(self) -> dict:
         sae, sel, final = self.config.sae, self.selectivity, self.final()
         kind = f"top-{sae.k}" if sae.activation == "topk" else f"relu + l1 {sae.l1:g}"
-        top = sel.top()
+        top, dropped = sel.top(), " (first token dropped)" if self.acts.dropped_first else ""
         return {"model": self.model, "hook": self.acts.hook,
-                "tokens": f"{self.acts.n_tokens}" + (" (first token dropped)" if self.acts.dropped_first else ""),
+                "tokens": f"{self.acts.n_tokens}{dropped}",
                 "latents": f"{self.sae.n_latents} ({kind}, {'tied' if sae.tied else 'untied'})",
                 "epochs": f"{self.epochs_done} of {sae.epochs} ({self.seconds:.1f} s)",
                 **{f"{s} nmse": f"{m['nmse']:.4g} (L0 {m['l0']:.1f})" for s, m in final.items()},

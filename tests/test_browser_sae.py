@@ -28,7 +28,7 @@ def test_train_then_heatmap_follows_the_latent_picker(app_url, page):
     open_page(page, f"{app_url}/sae_text")
     assert page.get_by_role("heading", name="Sparse autoencoder on a text").count() == 1
     assert page.locator("[data-testid='stException']").count() == 0
-    epochs = page.get_by_label("Epochs")
+    epochs = page.get_by_role("spinbutton", name="Epochs")   # not its help button
     epochs.fill("3")
     epochs.press("Enter")
     wait_idle(page)
@@ -73,7 +73,7 @@ def _wait_epoch(page, n: int, timeout: float = 120) -> None:
 
 def test_stop_keeps_the_model_trained_so_far(app_url, page):
     open_page(page, f"{app_url}/sae_text")
-    epochs = page.get_by_label("Epochs")
+    epochs = page.get_by_role("spinbutton", name="Epochs")   # not its help button
     epochs.fill("5000")
     epochs.press("Enter")
     wait_idle(page)

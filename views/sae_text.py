@@ -79,9 +79,10 @@ def _settings(text: str) -> SAETextConfig:
     with c1:
         layer = widgets.slider("Layer", C, "layer", 0, lm.n_layers - 1, key="sae_layer",
                                value=sae_text.default_layer(lm.n_layers))
+        sites = {"mlp_out": f"MLP output ({lm.d_model} wide)",
+                 "mlp_post": f"MLP neurons ({lm.d_mlp} wide)"}
         site = widgets.choice("Activations", C, "site", key="sae_site", horizontal=False,
-                              format_func=lambda s: {"mlp_out": f"MLP output ({lm.d_model} wide)",
-                                                     "mlp_post": f"MLP neurons ({lm.d_mlp} wide)"}[s])
+                              format_func=sites.get)
         drop_first = widgets.checkbox("Drop the first token", C, "drop_first", key="sae_drop_first")
     with c2:
         activation = widgets.choice("Sparsity", C, "sae.activation", key="sae_activation",
@@ -125,7 +126,8 @@ def _live(state: sae_text.Training) -> None:
 def _keep(result: SAETextResult | None) -> None:
     """Add the page's newest result (finished, or kept by a Stop) to the session's runs once."""
     runs = st.session_state.setdefault(RUNS, [])
-    if result is None or any(r["result"] is result for r in runs):
+    # (a run the runner cancelled under us hands back its partial state, not a result)
+    if not isinstance(result, SAETextResult) or any(r["result"] is result for r in runs):
         return
     runs.append({"id": uuid.uuid4().hex[:8], "result": result})
     del runs[:-MAX_RUNS]
@@ -162,8 +164,8 @@ def _selectivity_widgets(run_seed: int) -> SelectivityConfig:
     with c2:
         control = widgets.text("Control words", C, "selectivity.control", key=SEL_KEYS["control"])
     with c3:
-        shuffles = widgets.number("Shuffles", C, "selectivity.n_shuffles", key=SEL_KEYS["n_shuffles"],
-                                  lo=1000, hi=20000, step=500)
+        shuffles = widgets.number("Shuffles", C, "selectivity.n_shuffles",
+                                  key=SEL_KEYS["n_shuffles"], lo=1000, hi=20000, step=500)
     with c4:
         pool = widgets.choice("Shuffled targets are drawn from", C, "selectivity.pool",
                               key=SEL_KEYS["pool"], horizontal=False,
@@ -226,7 +228,8 @@ def _latents(res: SAETextResult) -> None:
 def _control(res: SAETextResult) -> None:
     sel = res.selectivity
     if sel.missing:
-        st.warning(f"Not found in the text: {', '.join(sel.missing)}.", icon=":material/search_off:")
+        st.warning(f"Not found in the text: {', '.join(sel.missing)}.",
+                   icon=":material/search_off:")
     survive = sel.survivors_in_top()
     box = st.success if survive else st.error
     box(f"**{survive} of the top {len(sel.top())} latents survive the control.** "

@@ -32,7 +32,8 @@ class SAEConfig:
     def __post_init__(self):
         validate(self)
         if self.val_fraction >= 1:
-            raise ValueError(f"val_fraction must be below 1 (some rows must train), got {self.val_fraction}")
+            raise ValueError(f"val_fraction must be below 1 (some rows must train), "
+                             f"got {self.val_fraction}")
         if self.n_latents is not None:
             self.latents_for(0)
 

@@ -45,7 +45,7 @@ class _SparseCode(torch.autograd.Function):
     def backward(ctx, g, g_vals):                     # g [B, d], g_vals [nnz] or None
         xs, b_dec, W_enc, W_dec, crow, cols, vals = ctx.saved_tensors
         w_dec = W_enc if W_dec is None else W_dec
-        B, L = xs.shape[0], W_enc.shape[0]
+        L = W_enc.shape[0]
         g_code = _sampled_rows_dot(crow, cols, g, w_dec)                 # [nnz]
         if g_vals is not None:
             g_code = g_code + g_vals

@@ -1,4 +1,5 @@
-"""What an SAE's latents do over a set of rows: density, peak and mean, dead / always-on / selective."""
+"""What an SAE's latents do over a set of rows: density, peak and mean, and their class
+(dead / always-on / selective)."""
 from __future__ import annotations
 
 import pandas as pd

@@ -15,7 +15,8 @@ import torch
 
 from lab.sae.config import SAEConfig
 from lab.sae.kernels import SPARSE_CUTOFF, _DenseCode
-from lab.sae.model import EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae, loss_terms
+from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae,
+                           loss_terms)
 
 
 @dataclass
