@@ -33,10 +33,12 @@ class Experiment:
     def config_class(self) -> type:
         return getattr(self.load(), self.config)
 
-    def run(self, lm, cfg, on_progress=None):
+    def run(self, lm, cfg, on_progress=None, **reuse):
+        """The module's `run`; `reuse` passes work already done that the module accepts
+        (e.g. hidden's captured `states`), never settings: those are all in `cfg`."""
         if not isinstance(cfg, self.config_class):
             raise TypeError(f"{self.name} takes a {self.config}, got {type(cfg).__name__}")
-        return self.load().run(lm, cfg, on_progress)
+        return self.load().run(lm, cfg, on_progress, **reuse)
 
     def partial_result(self, lm, cfg, partial: Any):
         """What a stopped run shows: the module's `partial_result`, else the partial itself."""

@@ -21,8 +21,10 @@ def default(cls, path: str) -> Any:
 
 def _seed_state(key: str, value: Any, lo: Any = None, hi: Any = None) -> None:
     current = st.session_state.get(key, value)
-    if lo is not None and current is not None:
-        current = min(max(current, lo), hi)
+    if current is not None and lo is not None:
+        current = max(current, lo)
+    if current is not None and hi is not None:
+        current = min(current, hi)
     st.session_state[key] = current
 
 
@@ -33,8 +35,9 @@ def slider(label: str, cls, path: str, lo, hi, key: str, value: Any = None, **kw
     return st.slider(label, lo, hi, key=key, help=kw.pop("help", field_of(cls, path).help), **kw)
 
 
-def number(label: str, cls, path: str, key: str, lo=None, hi=None, **kw) -> Any:
-    _seed_state(key, default(cls, path), lo, hi)
+def number(label: str, cls, path: str, key: str, lo=None, hi=None, value: Any = None, **kw) -> Any:
+    """A number input starting at the field's default (or `value`, e.g. model-dependent)."""
+    _seed_state(key, default(cls, path) if value is None else value, lo, hi)
     return st.number_input(label, min_value=lo, max_value=hi, key=key,
                            help=kw.pop("help", field_of(cls, path).help), **kw)
 

@@ -7,6 +7,7 @@ from lab import hidden
 from lab.charts import hidden as charts
 from lab.experiment import field_of
 from lab.hidden import HiddenConfig
+from lab.registry import get
 from ui import widgets
 from ui.common import current_model, first_line, seed
 
@@ -33,7 +34,7 @@ def _states(_lm, model_name: str, device: str, forward: HiddenConfig):
 @st.cache_data(max_entries=32, show_spinner=False)
 def _result(_lm, model_name: str, device: str, cfg: HiddenConfig):
     states = _states(_lm, model_name, device, hidden.forward_config(cfg))
-    return hidden.run(_lm, cfg, states=states)
+    return get("hidden").run(_lm, cfg, states=states)
 
 
 def _label(state: int) -> str:

@@ -123,6 +123,8 @@ def config_from(cls, pairs: list[tuple[str, str]], args: argparse.Namespace):
             value = getattr(args, flag)
             if field_of(cls, path).meta.get("file"):
                 value = value.read_text(encoding="utf-8")
+                if not value:   # "" means the bundled text: an empty file must not
+                    raise ValueError(f"{getattr(args, flag)} is empty: give a file with some text")
             given[path] = value
     return build(cls, given)
 
