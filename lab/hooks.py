@@ -4,6 +4,12 @@
     blocks.{L}.hook_resid_post  output of block L (raw, no final norm)     [batch, pos, d_model]
     blocks.{L}.hook_mlp_out     output of block L's MLP                    [batch, pos, d_model]
     blocks.{L}.mlp.hook_post    MLP hidden neurons after the nonlinearity  [batch, pos, d_mlp]
+    blocks.{L}.attn.hook_pattern  block L's attention probabilities   [batch, head, query, key]
+
+The attention pattern is recomputed from the attention module's own inputs
+(`Arch.attention_pattern`): the shared model keeps its sdpa kernel, which returns no weights.
+It is a hook point of `capture` and `run_with_hooks` (name: `pattern(L)`), not one of
+`hook_names`/`parse_hook`, whose callers choose activations to read or optimise.
 
 The model is shared by every browser session (one `st.cache_resource` copy) and a hook on a
 module fires on every thread's forward. So each hook remembers the thread that registered it
@@ -27,6 +33,8 @@ EMBED = "hook_embed"
 _TEMPLATES = {"resid_post": "blocks.{layer}.hook_resid_post", "mlp_out": "blocks.{layer}.hook_mlp_out",
               "mlp_post": "blocks.{layer}.mlp.hook_post"}
 KINDS = ("embed", *_TEMPLATES)
+_PATTERN_TEMPLATE = "blocks.{layer}.attn.hook_pattern"
+_ATTN_PATTERN = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
 
 
 def hook_name(kind: str, layer: int = -1) -> str:
@@ -50,6 +58,11 @@ def mlp_post(layer: int) -> str:
     return hook_name("mlp_post", layer)
 
 
+def pattern(layer: int) -> str:
+    """Block `layer`'s attention probabilities, [batch, head, query, key]."""
+    return _PATTERN_TEMPLATE.format(layer=layer)
+
+
 def width(lm: LabModel, name: str) -> int:
     """Size of the last axis of hook point `name`: d_mlp for mlp.hook_post, else d_model."""
     return lm.d_mlp if parse_hook(lm, name).kind == "mlp_post" else lm.d_model
@@ -58,7 +71,7 @@ def width(lm: LabModel, name: str) -> int:
 @dataclass(frozen=True)
 class HookPoint:
     name: str
-    kind: str          # "embed", "resid_post", "mlp_out", "mlp_post"
+    kind: str          # "embed", "resid_post", "mlp_out", "mlp_post" ("attn_pattern": capture only)
     layer: int         # block index; -1 for hook_embed (before block 0)
 
 
@@ -82,6 +95,17 @@ def parse_hook(lm: LabModel, name: str) -> HookPoint:
         raise ValueError(f"layer {layer} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
     kind = {"hook_resid_post": "resid_post", "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_post"}
     return HookPoint(name, kind[m.group(2)], layer)
+
+
+def parse_point(lm: LabModel, name: str) -> HookPoint:
+    """Any name `capture` accepts: `parse_hook`'s, or an attention pattern (kind "attn_pattern")."""
+    m = _ATTN_PATTERN.match(name)
+    if m is None:
+        return parse_hook(lm, name)
+    layer = int(m.group(1))
+    if layer >= lm.n_layers:
+        raise ValueError(f"layer {layer} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
+    return HookPoint(name, "attn_pattern", layer)
 
 
 class _StopForward(Exception):
@@ -108,6 +132,11 @@ def _register(lm: LabModel, point: HookPoint, store, tid: int):
             if mine():
                 store(point.name, args[0])
         return arch.mlp_out_proj_of(model, point.layer).register_forward_pre_hook(pre_post)
+    if point.kind == "attn_pattern":
+        def recompute(module, args, kwargs, output):
+            if mine():
+                store(point.name, arch.attention_pattern(module, args, kwargs))
+        return arch.attn_of(model, point.layer).register_forward_hook(recompute, with_kwargs=True)
     module = (arch.mlp_of(model, point.layer) if point.kind == "mlp_out"
               else arch.blocks_of(model)[point.layer])
 
@@ -135,7 +164,7 @@ def capture(lm: LabModel, names: list[str], stop_early: bool = False,
     stops after the deepest requested block; run it with `forward(...)`, which expects that.
     Every hook is removed on exit, also when the forward raises.
     """
-    points = [parse_hook(lm, n) for n in names]
+    points = [parse_point(lm, n) for n in names]
     cache: dict[str, torch.Tensor] = {}
     tid = threading.get_ident()
 
