@@ -223,7 +223,15 @@ def share_seed(cfg, *names: str) -> None:
 
 def config_record(cfg) -> dict:
     """A config as plain JSON-able data (tuples become lists; nested configs dicts)."""
-    return dataclasses.asdict(cfg)
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
 
 
 def versions() -> dict:

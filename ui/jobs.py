@@ -120,6 +120,8 @@ def run_live(lm, exp: Experiment, cfg, draw: Callable[[Any], None] | None = None
         job.finish(None)
         st.error(f"The run failed: {handle.error}", icon=":material/error:")
         return None
+    if handle.status != "done":      # cancelled: the job stays "stopped" and keeps its partial
+        return None
     job.finish(handle.result)
     return handle.result
 
