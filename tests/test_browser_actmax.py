@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 
 def _goto(page, app_url: str, path: str) -> None:
     open_page(page, f"{app_url}/{path}")
-    assert page.get_by_role("button", name="Run").count() == 1
+    assert page.get_by_role("button", name="Run", exact=True).count() == 1
 
 
 def _slider_to(page, key: str, key_press: str) -> None:
@@ -38,7 +38,7 @@ def test_live_chart_appears_and_stop_keeps_the_partial_result(app_url, page):
     _goto(page, app_url, "activation_max")
     _slider_to(page, "am_steps", "End")          # 2000 steps: long enough to watch and stop
     assert page.locator(".st-key-am_steps input[type='range']").input_value() == "2000"
-    page.get_by_role("button", name="Run").click()
+    page.get_by_role("button", name="Run", exact=True).click()
 
     deadline, seen = time.time() + 120, []
     while time.time() < deadline:
@@ -70,7 +70,7 @@ def test_live_chart_appears_and_stop_keeps_the_partial_result(app_url, page):
 def test_reproducibility_page_runs_to_the_end(app_url, page):
     _goto(page, app_url, "reproducibility")
     _slider_to(page, "rp_steps", "Home")         # 10 steps, 10 restarts
-    page.get_by_role("button", name="Run").click()
+    page.get_by_role("button", name="Run", exact=True).click()
     wait_idle(page, 120)
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.get_by_text("Unique tokens, null control").count() == 1

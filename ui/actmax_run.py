@@ -34,14 +34,16 @@ def _start_from(cls, root: str, prefix: str):
     return base
 
 
-def _target(lm, cls, root: str, prefix: str, columns) -> dict:
-    """Site radio, then block and unit sliders in two of `columns`; returns {path: value}."""
+def _target(lm, cls, root: str, prefix: str):
+    """Site radio, then a row of three columns: block and unit sliders in the first two.
+    Returns ({path: value}, the row's third column)."""
     default = _start_from(cls, root, prefix).hook
     site = st.radio("Where in the model", list(SITES), key=f"{prefix}_site", horizontal=True,
                     format_func=SITES.get,
                     help="Block output: the residual stream after a block. MLP output: what the "
                          "block's MLP adds to it. MLP neurons: the MLP's hidden units after the "
                          "nonlinearity. Embeddings: what enters block 0.")
+    columns = st.columns(3)
     with columns[0]:
         layer = widgets.slider("Block", cls, root + "hook", 0, lm.n_layers - 1,
                                key=f"{prefix}_layer", value=max(hook_layer(default), 0),
@@ -51,7 +53,7 @@ def _target(lm, cls, root: str, prefix: str, columns) -> dict:
     with columns[1]:
         index = widgets.slider("Neuron" if site == "mlp_post" else "Dimension", cls,
                                root + "index", 0, hooks.width(lm, hook) - 1, key=f"{prefix}_index")
-    return {root + "hook": hook, root + "index": index}
+    return {root + "hook": hook, root + "index": index}, columns[2]
 
 
 def settings(lm, cls, root: str, prefix: str, restarts: tuple[int, int], inputs: bool = True):
@@ -59,10 +61,9 @@ def settings(lm, cls, root: str, prefix: str, restarts: tuple[int, int], inputs:
     shows why it is invalid and stops the page. `root` is the ActMaxConfig's path in `cls`
     ("" or "actmax."); `inputs` adds the input length and the position reduction."""
     with st.container(border=True):
-        row1 = st.columns(3)
-        values = _target(lm, cls, root, prefix, row1)
+        values, spare = _target(lm, cls, root, prefix)
         row2 = st.columns(3)
-        with row1[2]:
+        with spare:
             values[root + "restarts"] = widgets.slider(
                 "Restarts (random starts, run as one batch)", cls, root + "restarts", *restarts,
                 key=f"{prefix}_restarts")

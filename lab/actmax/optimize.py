@@ -17,6 +17,7 @@ inside attention.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -84,8 +85,9 @@ class Recorder:
     """A run so far, one entry per forward: what `Progress.partial` carries, and what
     `partial_result` turns into a full result after a Stop.
 
-    Keeps every step's [restarts] numbers, the start and only the newest embeddings
-    (500 copies would add up).
+    Keeps every step's [restarts] numbers, the start and only the newest embeddings (500
+    copies would add up). The job runner optimizes in its own thread while a page may read
+    the partial: `snapshot` reads embeddings and history of the same step, under a lock.
     """
 
     def __init__(self):
@@ -94,14 +96,22 @@ class Recorder:
         self.embeds: torch.Tensor | None = None   # [R, T, D] the newest, their numbers last
         self.started = time.perf_counter()
         self.seconds = 0.0
+        self._lock = threading.Lock()
 
     def add(self, target: torch.Tensor, neighbours: torch.Tensor, loss: torch.Tensor,
             embeds: torch.Tensor) -> None:
-        self._rows.append((target, neighbours, loss))
-        if self.start is None:
-            self.start = embeds
-        self.embeds = embeds
-        self.seconds = time.perf_counter() - self.started
+        with self._lock:
+            self._rows.append((target, neighbours, loss))
+            if self.start is None:
+                self.start = embeds
+            self.embeds = embeds
+            self.seconds = time.perf_counter() - self.started
+
+    def snapshot(self) -> tuple[torch.Tensor | None, pd.DataFrame, float, torch.Tensor | None]:
+        """(embeds, history, seconds, start), all of the same step."""
+        with self._lock:
+            rows, embeds, seconds, start = list(self._rows), self.embeds, self.seconds, self.start
+        return embeds, _history(rows), seconds, start
 
     @property
     def step(self) -> int:
@@ -116,18 +126,29 @@ class Recorder:
     @property
     def history(self) -> pd.DataFrame:
         """Tidy history: one row per (step, restart)."""
-        if not self._rows:
-            return pd.DataFrame(columns=HISTORY_COLUMNS)
-        cols = [torch.stack(c).float().cpu().numpy().astype(float) for c in zip(*self._rows)]
-        S, R = cols[0].shape
-        return pd.DataFrame({"step": np.repeat(np.arange(S), R), "restart": np.tile(np.arange(R), S),
-                             **{name: c.ravel() for name, c in zip(HISTORY_COLUMNS[2:], cols)}})
+        return self.snapshot()[1]
+
+    def __getstate__(self) -> dict:   # a lock does not pickle (e.g. into a result cache)
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def message(self, cfg: ActMaxConfig) -> str:
         """One progress line: where the run is and how high the target got."""
         mean = f" (mean of {cfg.restarts} restarts)" if cfg.restarts > 1 else ""
         return (f"Step {self.step} of {cfg.steps} · {cfg.target} = {self.target.mean():.3f}{mean}"
                 f" · {self.seconds:.0f} s")
+
+
+def _history(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> pd.DataFrame:
+    """Per-step [restarts] (target, neighbours, loss) -> one row per (step, restart)."""
+    if not rows:
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
+    cols = [torch.stack(c).float().cpu().numpy().astype(float) for c in zip(*rows)]
+    S, R = cols[0].shape
+    return pd.DataFrame({"step": np.repeat(np.arange(S), R), "restart": np.tile(np.arange(R), S),
+                         **{name: c.ravel() for name, c in zip(HISTORY_COLUMNS[2:], cols)}})
 
 
 def optimize(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None,

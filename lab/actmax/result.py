@@ -144,4 +144,5 @@ def run(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None) 
 
 def partial_result(lm: LabModel, cfg: ActMaxConfig, partial: Recorder) -> ActMaxResult:
     """What a stopped run computed (the Recorder of its last Progress), as a result."""
-    return summarize(lm, cfg, partial.embeds, partial.history, partial.seconds, partial.start)
+    embeds, history, seconds, start = partial.snapshot()
+    return summarize(lm, cfg, embeds, history, seconds, start)
