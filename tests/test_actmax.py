@@ -215,6 +215,27 @@ def test_progress_and_a_stop_keep_a_consistent_partial_result(tiny):
         actmax.partial_result(tiny, cfg, actmax.Recorder())
 
 
+def test_a_stopped_repro_run_keeps_a_repro_result(tiny):
+    import pickle
+    from lab.actmax import repro
+    from lab.experiment import Cancelled
+    cfg = ReproConfig(actmax=cfg_tiny(restarts=3, steps=20), seed=2)
+    kept = []
+
+    def on_progress(p: Progress):
+        kept.append(p.partial)
+        if p.done == 4:
+            raise Cancelled
+    with pytest.raises(Cancelled):
+        repro.run(tiny, cfg, on_progress)
+    rep = repro.partial_result(tiny, cfg, kept[-1])
+    assert isinstance(rep, repro.ReproResult) and rep.maximized.steps_done == 4
+    assert rep.optimized.n_total == 15 and rep.config.actmax.seed == 2
+    json.dumps(rep.to_record())
+    again = pickle.loads(pickle.dumps(kept[-1]))      # a partial can go into a result cache
+    assert again.history.equals(kept[-1].history)
+
+
 def test_progress_is_reported_once_per_forward(tiny):
     seen = []
 
