@@ -294,6 +294,25 @@ def test_short_corpus_says_what_fits():
         assert corpus.sample_windows(ids, n, t, seed=0).shape == (n, t)
 
 
+def test_fit_windows_uses_what_fits_only_when_asked():
+    ids = torch.arange(4800)
+    with pytest.raises(CorpusTooShort, match="what fits"):
+        corpus.fit_windows(ids, 10, 1024, seed=0)
+    n, t, w = corpus.fit_windows(ids, 10, 1024, seed=0, fit=True)
+    assert (n, t) == (4, 1024) and torch.equal(w, corpus.sample_windows(ids, 4, 1024, seed=0))
+    assert corpus.fit_windows(ids, 2, 100, seed=0, fit=True)[:2] == (2, 100)   # fits as asked
+
+
+def test_article_for_names_the_source(server, monkeypatch):
+    base, _ = server
+    assert corpus.article_for().source == "bundled"
+    assert corpus.article_for(text="  Hello lamps. ").text == "Hello lamps."
+    with pytest.raises(CorpusError, match="not on the allow-list"):
+        corpus.article_for(f"{base}/wiki/led")           # the loopback is not named
+    monkeypatch.setenv("LAB_ALLOWED_HOSTS", HOST)        # an operator's choice
+    assert corpus.article_for(f"{base}/wiki/led").text == LED_TEXT
+
+
 def test_tokenize_round_trips(tiny):
     text = corpus.bundled_article().text[:500]
     ids = corpus.tokenize(tiny.tokenizer, text)

@@ -114,9 +114,10 @@ def test_layers_subset_and_windows_input(tiny):
 def test_layers_arrive_one_by_one_and_progress_moves(tiny, ids):
     progress = []
     laminar.sweep(tiny, ids, TINY, on_progress=progress.append)
-    partial = list({len(p.partial): p.partial for p in progress if p.partial is not None}.values())
-    assert [len(rows) for rows in partial] == [1, 2, 3]      # the rows so far, layer by layer
-    assert [rows["layer"].iloc[-1] for rows in partial] == [0, 1, 2]
+    assert all(p.partial is not None for p in progress)
+    partial = list({len(p.partial): p.partial for p in progress}.values())
+    assert [len(rows) for rows in partial] == [0, 1, 2, 3]   # the rows so far, layer by layer
+    assert [rows["layer"].iloc[-1] for rows in partial[1:]] == [0, 1, 2]
     assert all(p.unit == "layer" and p.total == 1 + 3 for p in progress)   # capture counts as one
     fractions = [p.fraction for p in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -220,7 +220,12 @@ def _keep_latest() -> None:
 def _run(cfg: LaminarConfig) -> None:
     others = {m: r for m, r in _runs().items() if m != lm.name}
     x = X_LABELS[st.session_state.get("lam_x", "layer index")]
-    result = run_live(lm, EXP, cfg, draw=lambda r: _draw_pair(_all_rows({**others, lm.name: r}), x))
+    def draw(partial) -> None:
+        rows = _all_rows({**others, lm.name: partial})
+        if len(rows):
+            _draw_pair(rows, x)
+
+    result = run_live(lm, EXP, cfg, draw=draw)
     if result is not None:
         _runs()[lm.name] = result
         st.rerun()   # redraw without the Stop button and the live charts

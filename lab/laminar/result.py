@@ -74,9 +74,9 @@ def corpus_windows(token_ids: torch.Tensor, cfg: LaminarConfig) -> tuple[Laminar
     return replace(cfg, n_windows=n, window_len=T), windows
 
 
-def run(lm: LabModel, cfg: LaminarConfig, on_progress: OnProgress | None = None) -> LaminarResult:
-    """The profile of `lm` under `cfg`; Progress in layers, its partial a LaminarResult of the
-    layers finished so far (what a Stop keeps)."""
+def _prepare(lm: LabModel, cfg: LaminarConfig) -> tuple[LaminarConfig, torch.Tensor, dict]:
+    """The model-dependent checks, then the corpus and its windows: (config as run, windows
+    [n_windows, window_len], the corpus' metadata)."""
     check_context(lm, cfg.window_len)
     cfg.layers_of(lm)
     cfg.sae.latents_for(lm.d_model)   # k <= latents
@@ -87,15 +87,22 @@ def run(lm: LabModel, cfg: LaminarConfig, on_progress: OnProgress | None = None)
     except CorpusTooShort as e:
         hint = "; fit (--fit) takes the first" if e.offers and not cfg.fit else ""
         raise CorpusTooShort(f"{str(e).rstrip('.')}{hint}.", e.offers) from None
+    # a text not fetched has no download time: its loading time would make two records differ
+    meta = {k: v for k, v in article.meta().items() if article.url or k != "fetched_at"}
+    return ran, windows, meta | {"tokens": int(ids.numel())}
+
+
+def run(lm: LabModel, cfg: LaminarConfig, on_progress: OnProgress | None = None) -> LaminarResult:
+    """The profile of `lm` under `cfg`; Progress in layers, its partial a LaminarResult of the
+    layers finished so far (what a Stop keeps)."""
+    ran, windows, corpus = _prepare(lm, cfg)
     t0 = time.perf_counter()
 
     def result(rows: pd.DataFrame, finished: bool) -> LaminarResult:
-        return LaminarResult(lm.name, ran, rows, article.meta() | {"tokens": int(ids.numel())},
-                             lm.n_layers, time.perf_counter() - t0, torch.get_num_threads(),
-                             fitted=ran != cfg, finished=finished)
+        return LaminarResult(lm.name, ran, rows, corpus, lm.n_layers, time.perf_counter() - t0,
+                             torch.get_num_threads(), fitted=ran != cfg, finished=finished)
 
     def relay(p: Progress) -> None:
-        partial = None if p.partial is None else result(p.partial, finished=False)
-        report(on_progress, p.done, p.total, p.unit, p.message, partial)
+        report(on_progress, p.done, p.total, p.unit, p.message, result(p.partial, finished=False))
 
     return result(sweep(lm, windows, ran, relay if on_progress else None), finished=True)

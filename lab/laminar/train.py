@@ -2,7 +2,7 @@
 
 Progress goes out in layers (`Progress.unit == "layer"`, done fractional by epochs); the
 forward passes count as one layer's worth. `Progress.partial` is the rows of the layers
-finished so far (None before the first), so a run that is stopped keeps them.
+finished so far (none at first), so a run that is stopped keeps them.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class _Reporter:
     def __init__(self, lm: LabModel, cfg: LaminarConfig, windows: torch.Tensor, n_layers: int,
                  on_progress: OnProgress | None):
         self.lm, self.cfg, self.windows, self.n = lm, cfg, windows, n_layers
-        self.on_progress, self.partial = on_progress, None
+        self.on_progress, self.partial = on_progress, frame([])
         self.t0 = self.t_train = time.perf_counter()
 
     def _send(self, done: float, message: str) -> None:
