@@ -124,7 +124,13 @@ def field_of(cls, path: str) -> Field:
     f = next((f for f in fields(cls) if f.name == head), None)
     if f is None:
         raise KeyError(f"{cls.__name__} has no field {head!r}")
-    return field_of(f.base, rest) if rest else f
+    if not rest:
+        return f
+    inner = field_of(f.base, rest)    # its default is the nested class's; the parent's wins:
+    value = f.default
+    for part in rest.split("."):
+        value = getattr(value, part)
+    return dataclasses.replace(inner, default=value)
 
 
 def _literal(tp):
