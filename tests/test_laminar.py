@@ -172,7 +172,7 @@ def test_config_is_validated(changes, message):
 def test_presets_match_the_issue():
     full = laminar.PRESETS["full"]
     assert (full.n_windows, full.window_len, full.sae.epochs, full.sae.activation) == (10, 1024, 75, "relu")
-    assert full == laminar.LaminarConfig() and "seed" not in laminar.PRESETS
+    assert laminar.PRESETS["quick"] == laminar.LaminarConfig() and "seed" not in laminar.PRESETS  # the defaults are quick
     quick = laminar.PRESETS["quick"]
     assert quick.n_tokens < full.n_tokens and quick.sae.epochs < full.sae.epochs
     assert quick.sae.expansion < full.sae.expansion
@@ -358,3 +358,15 @@ def test_page_fetches_an_article(wiki_server, tmp_path, monkeypatch):
     at.text_input(key="lam_article").set_value(f"{wiki_server}/no_body.html").run()
     at.button(key="lam_fetch").click().run()
     assert any("no mw-body-content" in e.value for e in at.error) and not at.exception
+
+
+def test_cli_preset_then_flags_adjust_it():
+    import json
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "lab", "laminar", "--model", "tiny-gpt2", "--device",
+                        "cpu", "--preset", "tiny", "--epochs", "1", "--quiet", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)["config"]
+    assert (cfg["n_windows"], cfg["window_len"], cfg["sae"]["epochs"]) == (2, 16, 1)

@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 
 from lab.cli import emit
-from lab.experiment import Progress, build, field_of, fields
+from lab.experiment import Progress, build, field_of, fields, replace_paths
 from lab.models import DEVICES, MODEL_NAMES, load_model
 from lab.registry import EXPERIMENTS, Experiment
 
@@ -36,6 +36,10 @@ def register(sub) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
         try:
             dests = add_config_arguments(p, exp.config_class)
+            presets = getattr(exp.load(), "PRESETS", None)
+            if presets:
+                p.add_argument("--preset", choices=list(presets), help="start from these settings "
+                               "(the other flags adjust them; default: the config's defaults)")
         except (ImportError, AttributeError) as e:   # one broken module must not take the CLI down
             p.set_defaults(func=lambda args, exp=exp, e=e: _unavailable(exp, e))
             continue
@@ -115,8 +119,9 @@ def _metavar(f) -> str:
     return {int: "N", float: "X"}.get(f.base, "TEXT")
 
 
-def config_from(cls, pairs: list[tuple[str, str]], args: argparse.Namespace):
-    """The config the arguments describe: defaults for what was not given (validated)."""
+def config_from(cls, pairs: list[tuple[str, str]], args: argparse.Namespace, base=None):
+    """The config the arguments describe: `base` (a preset) or the defaults for what was not
+    given (validated)."""
     given = {}
     for path, flag in pairs:
         if hasattr(args, flag):
@@ -126,7 +131,7 @@ def config_from(cls, pairs: list[tuple[str, str]], args: argparse.Namespace):
                 if not value:   # "" means the bundled text: an empty file must not
                     raise ValueError(f"{getattr(args, flag)} is empty: give a file with some text")
             given[path] = value
-    return build(cls, given)
+    return build(cls, given) if base is None else replace_paths(base, given)
 
 
 # ---------------------------------------------------------------- running
@@ -145,7 +150,9 @@ class _Printer:
 
 
 def _run(exp: Experiment, pairs, args) -> int:
-    cfg = config_from(exp.config_class, pairs, args)   # bad values fail before the model loads
+    preset = getattr(args, "preset", None)
+    base = exp.load().PRESETS[preset] if preset else None
+    cfg = config_from(exp.config_class, pairs, args, base)   # bad values fail before the model loads
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
