@@ -1,5 +1,7 @@
 """An SAE on disk: `sae.safetensors` (weights + scale) and `config.json` in one folder, or
-the same two files as one zip for a download button."""
+the same files as one zip for a download button. When the metadata names the hook point the
+SAE reads, the folder also gets SAELens's two files (`cfg.json`, `sae_weights.safetensors`:
+lab.sae.saelens), so an SAE trained here opens in SAELens as it is."""
 from __future__ import annotations
 
 import io
@@ -9,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 FILES = ("sae.safetensors", "config.json")
+SAELENS_FILES = ("cfg.json", "sae_weights.safetensors")
 
 
 def save(sae, folder: str | Path, metadata: dict | None = None) -> Path:
@@ -19,6 +22,10 @@ def save(sae, folder: str | Path, metadata: dict | None = None) -> Path:
     save_file(tensors, str(folder / FILES[0]))
     cfg = {**sae.config_dict(), "metadata": metadata or {}}
     (folder / FILES[1]).write_text(json.dumps(cfg, indent=2, default=str))
+    meta = metadata or {}
+    if meta.get("hook"):
+        from lab.sae.saelens import save_saelens
+        save_saelens(sae, folder, meta["hook"], str(meta.get("model", "")))
     return folder
 
 
@@ -41,6 +48,7 @@ def to_zip_bytes(sae, metadata: dict | None = None) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         folder = save(sae, tmp, metadata)
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name in FILES:
-                zf.write(folder / name, name)
+            for name in FILES + SAELENS_FILES:
+                if (folder / name).exists():
+                    zf.write(folder / name, name)
     return buf.getvalue()

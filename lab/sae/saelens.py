@@ -1,0 +1,344 @@
+"""SAEs in SAELens's folder format, and any SAE the lab can splice: `load_sae(source)`.
+
+    folder/cfg.json                  d_in, d_sae, architecture, activation, hook_name, ...
+    folder/sae_weights.safetensors   W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae],
+                                     b_dec [d_in] (+ threshold [d_sae] for JumpReLU)
+
+    encode(x) = act(norm_in(x) - b_dec * apply_b_dec_to_input) @ W_enc + b_enc)
+    decode(z) = norm_out(z @ W_dec + b_dec)
+
+act: ReLU ("standard"), Top-K (ReLU of the k largest), JumpReLU (x where x > threshold).
+norm_in/out as SAELens's `normalize_activations` says: "none" and "expected_average_only_in"
+(SAELens folds that scale into the weights, so at inference it is the identity),
+"constant_norm_rescale" (x * sqrt(d_in) / |x|) and "layer_norm".
+
+A source is a folder in that format, a folder of this lab's own format (config.json +
+sae.safetensors, converted on load with its input scale folded into the weights), or a
+Hugging Face hub id `owner/repo/folder/in/repo` (downloaded when the hub is reachable).
+The lab's SAEs also save in SAELens's format (`save_saelens`), so one trained here opens
+in SAELens. SAELens's hook names are TransformerLens's; `blocks.L.hook_resid_pre` is the
+lab's `blocks.{L-1}.hook_resid_post` (`hook_embed` for L = 0).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lab import hooks
+
+CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
+LAB_CFG, LAB_WEIGHTS = "config.json", "sae.safetensors"
+ACTIVATIONS = ("relu", "topk", "jumprelu")
+NORMS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
+_RUNTIME_NORMS = ("constant_norm_rescale", "layer_norm")    # need the input's own statistics
+_TL_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|mlp\.hook_post)$")
+
+
+class SAELensSAE(nn.Module):
+    """An inference SAE with SAELens's weights and arithmetic (differentiable in x)."""
+
+    def __init__(self, d_in: int, n_latents: int, activation: str = "relu", k: int | None = None,
+                 apply_b_dec_to_input: bool = True, normalize: str = "none"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown SAE activation {activation!r}; supported: {', '.join(ACTIVATIONS)}")
+        if normalize not in NORMS:
+            raise ValueError(f"unknown normalize_activations {normalize!r}; supported: {', '.join(NORMS)}")
+        if activation == "topk" and not (k and 1 <= k <= n_latents):
+            raise ValueError(f"a Top-K SAE needs k between 1 and {n_latents}, got {k!r}")
+        self.d_in, self.n_latents, self.activation, self.k = d_in, n_latents, activation, k
+        self.apply_b_dec_to_input, self.normalize = apply_b_dec_to_input, normalize
+        self.W_enc = nn.Parameter(torch.zeros(d_in, n_latents))      # [d_in, d_sae]
+        self.W_dec = nn.Parameter(torch.zeros(n_latents, d_in))      # [d_sae, d_in]
+        self.b_enc = nn.Parameter(torch.zeros(n_latents))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.threshold = nn.Parameter(torch.zeros(n_latents))        # JumpReLU only
+        self.requires_grad_(False)
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:
+        """[n_latents, d_in]: row i is what latent i writes (before norm_out)."""
+        return self.W_dec
+
+    def _norm_in(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "constant_norm_rescale":
+            return x * (math.sqrt(self.d_in) / x.norm(dim=-1, keepdim=True))
+        if self.normalize == "layer_norm":
+            xc = x - x.mean(-1, keepdim=True)
+            return xc / (xc.std(-1, keepdim=True) + 1e-5)
+        return x
+
+    def _norm_out(self, y: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        if self.normalize not in _RUNTIME_NORMS:
+            return y
+        if x is None:
+            raise ValueError(f"decoding a {self.normalize} SAE needs the input it encoded")
+        if self.normalize == "constant_norm_rescale":
+            return y / (math.sqrt(self.d_in) / x.norm(dim=-1, keepdim=True))
+        mu = x.mean(-1, keepdim=True)
+        return y * (x - mu).std(-1, keepdim=True) + mu
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., d_in] -> [..., n_latents] before the activation."""
+        return (self._norm_in(x) - self.b_dec * self.apply_b_dec_to_input) @ self.W_enc + self.b_enc
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., d_in] -> [..., n_latents]."""
+        pre = self.pre_acts(x)
+        if self.activation == "topk":
+            top = pre.topk(self.k, dim=-1)
+            return torch.zeros_like(pre).scatter(-1, top.indices, F.relu(top.values))
+        z = F.relu(pre)
+        return z * (pre > self.threshold) if self.activation == "jumprelu" else z
+
+    def encode_latents(self, x: torch.Tensor, latents: list[int]) -> torch.Tensor:
+        """[..., d_in] -> [..., len(latents)]: only those columns (cheap unless Top-K, whose
+        choice depends on every latent)."""
+        if self.activation == "topk":
+            return self.encode(x)[..., latents]
+        idx = torch.as_tensor(latents, device=self.W_enc.device)
+        pre = ((self._norm_in(x) - self.b_dec * self.apply_b_dec_to_input)
+               @ self.W_enc[:, idx] + self.b_enc[idx])
+        z = F.relu(pre)
+        return z * (pre > self.threshold[idx]) if self.activation == "jumprelu" else z
+
+    def decode(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """[..., n_latents] -> [..., d_in]; `x` (the encoded input) for runtime norms."""
+        return self._norm_out(z @ self.W_dec + self.b_dec, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of x."""
+        return self.decode(self.encode(x), x)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedSAE:
+    """An SAE ready to read or edit one hook point of a model."""
+
+    sae: SAELensSAE      # encode(x [..., d_in]) -> [..., n_latents]; decoder_weight [n_latents, d_in]
+    hook: str            # the lab's hook name, e.g. "blocks.6.hook_mlp_out"
+    d_in: int
+    n_latents: int
+    source: str          # the folder or hub id it came from
+    model: str = ""      # the model it was trained on, as its config says ("" if unknown)
+    format: str = "saelens"   # "saelens" or "lab"
+
+    def describe(self) -> str:
+        kind = f"top-{self.sae.k}" if self.sae.activation == "topk" else self.sae.activation
+        trained = f", trained on {self.model}" if self.model else ""
+        return f"{self.n_latents} latents ({kind}) on {self.hook}{trained}"
+
+
+# ---------------------------------------------------------------- hook names
+
+def lab_hook(name: str) -> str:
+    """A SAELens (TransformerLens) hook name -> the lab's, or one sentence saying why not."""
+    m = _TL_HOOK.match(name or "")
+    if m is None:
+        raise ValueError(f"the SAE reads {name!r}, which the lab cannot splice; supported: "
+                         "blocks.L.hook_resid_pre, blocks.L.hook_resid_post, blocks.L.hook_mlp_out, "
+                         "blocks.L.mlp.hook_post")
+    layer, kind = int(m.group(1)), m.group(2)
+    if kind == "hook_resid_pre":
+        return hooks.EMBED if layer == 0 else hooks.resid_post(layer - 1)
+    return {"hook_resid_post": hooks.resid_post, "hook_mlp_out": hooks.mlp_out,
+            "mlp.hook_post": hooks.mlp_post}[kind](layer)
+
+
+def saelens_hook(hook: str) -> tuple[str, int]:
+    """The lab's hook name -> (SAELens's name, its layer)."""
+    if hook == hooks.EMBED:
+        return "blocks.0.hook_resid_pre", 0
+    m = _TL_HOOK.match(hook)
+    if m is None or m.group(2) == "hook_resid_pre":
+        raise ValueError(f"{hook!r} is not a hook point an SAE can be saved for")
+    return hook, int(m.group(1))
+
+
+# ---------------------------------------------------------------- loading
+
+def load_sae(source: str) -> LoadedSAE:
+    """The SAE in `source`: a local folder (SAELens's format or the lab's) or a hub id."""
+    source = str(source).strip()
+    if not source:
+        raise ValueError("no SAE given: name a folder or a Hugging Face hub id")
+    folder = Path(source).expanduser()
+    if not folder.exists():
+        folder = _download(source)
+    if not folder.is_dir():
+        raise ValueError(f"{source} is a file, not a folder with an SAE")
+    if (folder / CFG).exists():
+        return _load_saelens(folder, source)
+    if (folder / LAB_CFG).exists() and (folder / LAB_WEIGHTS).exists():
+        return _load_lab(folder, source)
+    raise ValueError(f"{source} has neither {CFG} + {WEIGHTS} (SAELens) nor {LAB_CFG} + "
+                     f"{LAB_WEIGHTS} (this lab)")
+
+
+def check_fits(loaded: LoadedSAE, lm) -> None:
+    """One sentence when the SAE's hook or width does not fit `lm`."""
+    hooks.parse_hook(lm, loaded.hook)
+    width = hooks.width(lm, loaded.hook)
+    if width != loaded.d_in:
+        raise ValueError(f"the SAE reads {loaded.d_in}-wide activations at {loaded.hook}, but "
+                         f"{lm.name}'s are {width} wide: it was made for another model")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not readable JSON ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    if not path.exists():
+        raise ValueError(f"{path.parent} has no {path.name}")
+    try:
+        return {k: v.float() for k, v in load_file(str(path)).items()}
+    except Exception as e:   # safetensors raises its own error types
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
+
+
+def _activation(cfg: dict) -> tuple[str, int | None]:
+    arch = cfg.get("architecture", "standard")
+    fn = cfg.get("activation_fn") or cfg.get("activation_fn_str") or "relu"
+    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+    if arch == "jumprelu":
+        return "jumprelu", None
+    if arch == "topk" or (arch == "standard" and fn == "topk"):
+        return "topk", int(k) if k else None
+    if arch == "standard" and fn == "relu":
+        return "relu", None
+    raise ValueError(f"unknown SAE activation (architecture {arch!r}, activation {fn!r}); "
+                     "supported: standard ReLU, topk, jumprelu")
+
+
+def _load_saelens(folder: Path, source: str) -> LoadedSAE:
+    cfg = _read_json(folder / CFG)
+    meta = cfg.get("metadata") or cfg.get("meta") or {}
+    activation, k = _activation(cfg)
+    if cfg.get("hook_head_index") is not None or meta.get("hook_head_index") is not None:
+        raise ValueError(f"{source} reads one attention head (hook_head_index), which the lab "
+                         "cannot splice")
+    try:
+        d_in, n = int(cfg["d_in"]), int(cfg["d_sae"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{folder / CFG} lacks integer d_in and d_sae") from None
+    sae = SAELensSAE(d_in, n, activation, k, bool(cfg.get("apply_b_dec_to_input", True)),
+                     cfg.get("normalize_activations") or "none")
+    weights = _read_weights(folder / WEIGHTS)
+    scale = weights.pop("scaling_factor", weights.pop("finetuning_scaling_factor", None))
+    if scale is not None and not torch.allclose(scale, torch.ones_like(scale)):
+        raise ValueError(f"{source} has a finetuning scaling factor, which the lab does not support")
+    _fill(sae, weights, source)
+    hook = lab_hook(cfg.get("hook_name") or cfg.get("hook_point") or meta.get("hook_name"))
+    model = cfg.get("model_name") or meta.get("model_name") or ""
+    return LoadedSAE(sae, hook, d_in, n, source, model, "saelens")
+
+
+def _fill(sae: SAELensSAE, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Copy the weights in, checking each name and shape (one sentence when wrong)."""
+    names = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if sae.activation == "jumprelu" else [])
+    for name in names:
+        want = getattr(sae, name)
+        if name not in weights:
+            raise ValueError(f"{source}: the weights have no {name} (found: {', '.join(sorted(weights))})")
+        got = weights[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise ValueError(f"{source}: {name} has shape {tuple(got.shape)}, but d_in "
+                             f"{sae.d_in} and d_sae {sae.n_latents} need {tuple(want.shape)}")
+        with torch.no_grad():
+            want.copy_(got)
+
+
+def _load_lab(folder: Path, source: str) -> LoadedSAE:
+    from lab.sae.persist import load
+    meta = _read_json(folder / LAB_CFG).get("metadata") or {}
+    if not meta.get("hook"):
+        raise ValueError(f"{source} does not say which hook point its SAE reads (no "
+                         "metadata.hook in config.json)")
+    try:
+        lab_sae = load(folder)
+    except (TypeError, RuntimeError, KeyError) as e:
+        raise ValueError(f"{source} is not a readable lab SAE ({first_sentence(e)})") from None
+    sae = from_lab(lab_sae)
+    return LoadedSAE(sae, meta["hook"], sae.d_in, sae.n_latents, source, meta.get("model", ""), "lab")
+
+
+def from_lab(lab_sae) -> SAELensSAE:
+    """The lab's SparseAutoencoder as SAELens computes it: the input scale s folded in
+    (x/s - b = (x - s b) / s, so W_enc/s, s b_dec, s W_dec)."""
+    s = float(lab_sae.scale)
+    sae = SAELensSAE(lab_sae.d_in, lab_sae.n_latents, lab_sae.activation,
+                     lab_sae.k if lab_sae.activation == "topk" else None)
+    with torch.no_grad():
+        sae.W_enc.copy_(lab_sae.W_enc.detach().T / s)
+        sae.W_dec.copy_(lab_sae.decoder_weight.detach() * s)
+        sae.b_enc.copy_(lab_sae.b_enc.detach())
+        sae.b_dec.copy_(lab_sae.b_dec.detach() * s)
+    return sae
+
+
+def first_sentence(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+# ---------------------------------------------------------------- the hub and saving
+
+def _download(source: str) -> Path:
+    parts = source.strip("/").split("/")
+    if len(parts) < 2 or source.startswith((".", "/", "~")):
+        raise ValueError(f"no folder {source}, and it is not a hub id (owner/repo/folder)")
+    from lab.models import hub_reachable
+    if not hub_reachable():
+        raise ValueError(f"{source} is not a folder here and the Hugging Face hub is not "
+                         "reachable (offline): download it where there is internet and give the folder")
+    from huggingface_hub import snapshot_download
+    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+    patterns = [f"{sub}/{CFG}", f"{sub}/{WEIGHTS}"] if sub else [CFG, WEIGHTS]
+    try:
+        root = Path(snapshot_download(repo, allow_patterns=patterns))
+    except Exception as e:   # hub errors come in many types; the user needs one sentence
+        raise ValueError(f"could not download {source} from the hub: {first_sentence(e)}") from None
+    return root / sub if sub else root
+
+
+def saelens_config(sae: SAELensSAE, hook: str, model: str = "", **extra) -> dict:
+    """cfg.json for `sae` in the flat (pre-6) layout, which SAELens 5 and 6 both read."""
+    name, layer = saelens_hook(hook)
+    arch = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}[sae.activation]
+    cfg = {"architecture": arch, "d_in": sae.d_in, "d_sae": sae.n_latents, "dtype": "float32",
+           "device": "cpu", "model_name": model, "hook_name": name, "hook_layer": layer,
+           "hook_head_index": None, "activation_fn_str": "topk" if arch == "topk" else "relu",
+           "activation_fn_kwargs": {"k": sae.k} if arch == "topk" else {},
+           "apply_b_dec_to_input": sae.apply_b_dec_to_input, "finetuning_scaling_factor": False,
+           "normalize_activations": sae.normalize, "prepend_bos": True,
+           "sae_lens_training_version": None, **extra}
+    return {**cfg, "k": sae.k} if arch == "topk" else cfg
+
+
+def save_saelens(sae, folder: str | Path, hook: str, model: str = "", **extra) -> Path:
+    """Write `sae` (a SAELensSAE or the lab's SparseAutoencoder) in SAELens's format."""
+    from safetensors.torch import save_file
+    if not isinstance(sae, SAELensSAE):
+        sae = from_lab(sae)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if sae.activation == "jumprelu" else [])
+    save_file({n: getattr(sae, n).detach().float().contiguous().cpu() for n in names},
+              str(folder / WEIGHTS))
+    cfg = saelens_config(sae, hook, model, **extra)
+    (folder / CFG).write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    return folder
