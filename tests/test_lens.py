@@ -256,7 +256,17 @@ def test_cli_text_file_json_and_out(tmp_path):
                    "layers.csv", "lens.csv", "record.json", "top_tokens.csv"]
 
 
-def test_page_runs_and_draws_every_chart():
+@pytest.fixture
+def keep_torch_threads():
+    """The job runner's worker calls torch.set_num_threads(1), and every thread started later
+    in this process inherits that (the main thread does not): restore it, or a later test that
+    compares a main-thread forward bitwise with a new thread's (test_hooks) sees float noise."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_page_runs_and_draws_every_chart(keep_torch_threads):
     at = app_test("views/lens.py")
     assert not at.exception and at.info          # before Run: what to do
     at.button(key="lens_run").click().run()

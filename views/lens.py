@@ -120,7 +120,8 @@ following = repr(result.tokens[pos + 1]) if pos < n - 1 else "nothing (the last 
 st.markdown(f"After **{result.tokens[pos]!r}** comes {following}. The top "
             f"{result.config.top_k} tokens each layer would predict there:")
 st.dataframe(result.top_table(pos), hide_index=True, width="stretch",
-             height=35 * (result.n_layers_done + 1) + 3)
+             height=35 * (result.n_layers_done + 1) + 3,  # every layer visible, no inner scroll
+             column_config={"p(next)": st.column_config.NumberColumn(format="%.3g")})
 st.caption("p(next): probability (0..1) of the true next token at that layer; rank(next): its rank "
            "among all tokens (1 = top). Look for the layer where the true token enters the top "
            "columns, and for what the early layers guess instead (often the input token itself, "

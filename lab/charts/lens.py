@@ -12,6 +12,8 @@ import pandas as pd
 _DATUM = {"content": "data"}  # tooltip: every field of the hovered datum
 _CANVAS = {"embedOptions": {"renderer": "canvas"}}
 LAYER_TITLE = "layer (hidden_states index: 0 = embeddings, L = output of block L-1)"
+_TOKENS = alt.Axis(labelAngle=-90, labelOverlap="greedy", labelLimit=90)  # vertical: one per column
+_STEPS = alt.Axis(tickMinStep=1, format="d")   # layers and blocks are whole numbers
 METRICS = {"p_true": "probability of the true next token",
            "kl": "KL(final layer || this layer), nats"}
 
@@ -42,23 +44,23 @@ def lens_heatmap(cells: pd.DataFrame, metric: str = "p_true") -> alt.Chart:
                                                                   reverse=True)))
     n_layers = data["layer_index"].nunique()
     y_sort = alt.EncodingSortField("layer_index", op="min", order="descending")
-    return alt.Chart(data, height=max(200, 14 * n_layers)).mark_rect(aria=False, tooltip=_DATUM).encode(
+    # Streamlit fits axes and labels into the height: 16 px a row plus the vertical token labels
+    return alt.Chart(data, height=16 * n_layers + 130).mark_rect(aria=False, tooltip=_DATUM).encode(
         x=alt.X("token:N", **_by("token", "token at the position (the lens predicts the next one)"),
-                axis=alt.Axis(labelAngle=-60, labelOverlap=True, labelLimit=90)),
-        y=alt.Y("layer:N", sort=y_sort, title="layer"),
+                axis=_TOKENS),
+        y=alt.Y("layer:N", sort=y_sort, title="layer", axis=alt.Axis(labelOverlap=False)),
         color=color,
     ).properties(title=f"Logit lens: {METRICS[metric]}", usermeta=_CANVAS)
 
 
 def layer_lines(layers: pd.DataFrame) -> alt.Chart:
     """Per layer, averaged over positions: mean p(true next token) and the top-1 fraction."""
-    names = {"p_true_mean": "mean probability of the true next token",
-             "top1_frac": "fraction of positions where it is top-1"}
+    names = {"p_true_mean": "mean p(true next token)", "top1_frac": "fraction where it is top-1"}
     long = layers.melt(id_vars=["layer", "label"], value_vars=list(names),
                        var_name="measure", value_name="value").replace({"measure": names})
     data = _rounded(long, {"layer": "layer", "label": "label", "measure": "measure", "value": "value"})
     return alt.Chart(data, height=280).mark_line(point=True, tooltip=_DATUM).encode(
-        x=alt.X("layer:Q", title=LAYER_TITLE),
+        x=alt.X("layer:Q", title=LAYER_TITLE, axis=_STEPS),
         y=alt.Y("value:Q", title="probability / fraction (0..1)", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="top", labelLimit=320)),
     ).properties(title="Per layer: how often and how surely the lens is right", usermeta=_CANVAS)
@@ -67,7 +69,7 @@ def layer_lines(layers: pd.DataFrame) -> alt.Chart:
 def kl_line(layers: pd.DataFrame) -> alt.Chart:
     data = _rounded(layers, {"layer": "layer", "label": "label", "kl_mean": "mean KL (nats)"})
     return alt.Chart(data, height=280).mark_line(point=True, tooltip=_DATUM, color="#b03060").encode(
-        x=alt.X("layer:Q", title=LAYER_TITLE),
+        x=alt.X("layer:Q", title=LAYER_TITLE, axis=_STEPS),
         y=alt.Y("mean KL (nats):Q", title="mean KL(final || layer), nats, symlog scale",
                 scale=alt.Scale(type="symlog")),
     ).properties(title="Per layer: distance to the final prediction", usermeta=_CANVAS)
@@ -84,9 +86,9 @@ def _pattern_base(pattern: pd.DataFrame, height: int) -> alt.Chart:
 def attention_heatmap(pattern: pd.DataFrame, title: str) -> alt.Chart:
     """Query (rows) x key (columns) for one head; each row sums to 1 over its keys."""
     n = pattern["query"].nunique()
-    return _pattern_base(pattern, max(240, min(640, 16 * n))).encode(
+    return _pattern_base(pattern, max(260, min(700, 14 * n + 130))).encode(
         x=alt.X("key:N", **_by("key", "key: the token attended to"),
-                axis=alt.Axis(labelAngle=-60, labelOverlap=True, labelLimit=90)),
+                axis=_TOKENS),
         y=alt.Y("query:N", **_by("query", "query: the token attending")),
     ).properties(title=title, usermeta=_CANVAS)
 
@@ -107,11 +109,12 @@ def sink_chart(per_head: pd.DataFrame, per_block: pd.DataFrame) -> alt.LayerChar
     """Per block, the share of attention that goes to token 0: one dot per head, the mean line."""
     heads = _rounded(per_head, {"block": "block", "head": "head", "token0": "share to token 0"})
     mean = _rounded(per_block, {"block": "block", "token0_mean": "mean over heads"})
-    x = alt.X("block:Q", title="block (its attention writes into layer block + 1)")
+    x = alt.X("block:Q", title="block (its attention writes into layer block + 1)", axis=_STEPS)
     dots = alt.Chart(heads).mark_circle(size=28, opacity=0.45, color="#7f7f7f", tooltip=_DATUM).encode(
         x=x, y=alt.Y("share to token 0:Q", title="attention to token 0 (share, 0..1)",
                      scale=alt.Scale(domain=[0, 1])))
     line = alt.Chart(mean).mark_line(point=True, color="#1f77b4", tooltip=_DATUM).encode(
         x=x, y="mean over heads:Q")
-    return alt.layer(dots, line, height=280).properties(
-        title="Attention to token 0 per block (dots: heads; line: their mean)", usermeta=_CANVAS)
+    return alt.layer(dots, line, height=280).properties(   # top padding: the title was clipped
+        title="Attention to token 0 per block (dots: heads; line: their mean)", usermeta=_CANVAS,
+        padding={"top": 12, "left": 5, "right": 5, "bottom": 5})
