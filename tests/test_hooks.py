@@ -121,8 +121,14 @@ def test_two_threads_never_see_each_others_activations(model, request):
     ids = {i: lm.tokenizer(t, return_tensors="pt").input_ids
            for i, t in enumerate(["Pálinka is a fruit brandy from Hungary.",
                                   "Light-emitting diodes turn current into light."])}
-    with torch.no_grad():
-        expected = run_with_hooks(lm, [name], input_ids=ids[0])[name]
+    expected = {}
+
+    def alone():   # in a thread too: new threads share a torch thread count, the main one may not
+        with torch.no_grad():
+            expected[0] = run_with_hooks(lm, [name], input_ids=ids[0])[name]
+    ref = threading.Thread(target=alone)
+    ref.start()
+    ref.join()
     a_open, b_done = threading.Event(), threading.Event()
     seen: dict[str, object] = {}
 
@@ -147,4 +153,4 @@ def test_two_threads_never_see_each_others_activations(model, request):
         t.join(120)
     assert seen["b_out"] is not None, "B's forward was stopped by A's stop hook"
     assert seen["after_b"] == {}, "A's capture recorded B's forward"
-    assert torch.equal(seen["own"], expected)
+    assert torch.equal(seen["own"], expected[0])
