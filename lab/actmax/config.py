@@ -1,6 +1,8 @@
-"""What one activation-maximization run is: a hook point, a unit in it, and the optimizer."""
+"""What one activation-maximization run is: a target (a unit of a hook point, or an SAE latent
+there), a method (continuous, pez, discrete, epo), the optimizer and the corpus bar."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -13,6 +15,13 @@ MAX_RESTARTS = 64          # a batch of 64 x 5 tokens is still interactive on a 
 MAX_TOKENS = 64            # longer inputs stop being "a few tokens" and slow every step
 Reduce = Literal["mean", "last"]
 REDUCES = get_args(Reduce)
+Method = Literal["continuous", "pez", "discrete", "epo"]
+METHODS = get_args(Method)
+TOKEN_METHODS = ("pez", "discrete", "epo")     # their answer is a real token sequence
+MAX_CANDIDATES = 1024      # candidate prompts per step and restart: one batched forward each
+# EPO-lite's default fluency weights (nats of cross-entropy traded per unit of activation).
+# Spread so that the population runs from "activation only" to "mostly fluent".
+EPO_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
 # Default penalty weight, per restart on the *summed* squares ||x||^2. The seeds name the
 # penalty (-a + lambda ||x||^2) but not lambda. Its job is to keep x at the scale of real
 # token embeddings, so that cosine decoding and the gap meter compare like with like. Measured
@@ -63,27 +72,79 @@ class ActMaxConfig:
                       min=0)
     neighbours: int = param(5, "units on each side of the target whose mean activation is tracked "
                                "(to see that only the target rises)", min=0)
+    method: Method = param("continuous",
+                           "how the input is optimized: continuous (free input vectors, not real "
+                           "tokens), pez (a continuous copy, each forward on its nearest tokens), "
+                           "discrete (GCG-style token swaps picked by the gradient of a one-hot "
+                           "input), epo (discrete with a population over several fluency weights: "
+                           "the activation-vs-cross-entropy frontier)")
+    lam: float = param(0.0, "fluency weight of pez and discrete: maximize activation - lam x the "
+                            "prompt's cross-entropy under the model (nats per token; > 0 runs the "
+                            "full model)", min=0)
+    top_k: int = param(64, "discrete and epo: candidate tokens per position, the top-k by the "
+                           "one-hot gradient", min=1)
+    candidates: int = param(128, "discrete and epo: prompts with one token swapped, evaluated per "
+                                 "step and restart in one batched forward", min=1, max=MAX_CANDIDATES)
+    epo_lams: tuple[float, ...] = param(EPO_LAMS, "epo: the fluency weights of the population, one "
+                                                  "member each")
+    sae: str = param("", "an SAE (folder or hub id) whose latent `index` is the target, read at the "
+                         "SAE's hook (hook must name it); empty: the hook's own units")
+    corpus_top: int = param(5, "best real windows of the corpus (bundled texts and fetched articles) "
+                               "shown as the bar to beat; 0 skips the corpus scan", min=0)
 
     def __post_init__(self):
         validate(self)
         if hook_kind(self.hook) is None:
             raise ValueError(f"hook must be hook_embed or blocks.L.hook_resid_post, "
                              f"blocks.L.hook_mlp_out, blocks.L.mlp.hook_post, got {self.hook!r}")
+        self._check_method()
+
+    def _check_method(self) -> None:
+        if self.lam > 0 and self.method not in ("pez", "discrete"):
+            raise ValueError(f"lam is the fluency weight of pez and discrete (epo has epo_lams); "
+                             f"set it to 0 for {self.method}")
+        if self.method == "epo":
+            lams = self.epo_lams
+            if len(set(lams)) < 2 or not all(isinstance(v, (int, float)) and math.isfinite(v)
+                                             and v >= 0 for v in lams):
+                raise ValueError(f"epo_lams must be two or more different finite weights >= 0, "
+                                 f"got {lams!r}")
+            if self.candidates < len(lams):
+                raise ValueError(f"epo shares candidates among its {len(lams)} members: "
+                                 f"candidates must be at least {len(lams)}, got {self.candidates}")
+        if self.fluent and self.n_tokens < 2:
+            raise ValueError("the cross-entropy scores every token after the first: n_tokens must "
+                             "be at least 2 with a fluency weight")
 
     def check(self, lm: LabModel) -> "ActMaxConfig":
         """Raise ValueError when the hook, index or n_tokens do not fit this model."""
         hooks.parse_hook(lm, self.hook)   # the block's range, in lab.hooks' own words
         width = hooks.width(lm, self.hook)
+        if self.sae:
+            from lab.actmax.target import sae_width
+            width = sae_width(lm, self)
         if self.index >= width:
-            raise ValueError(f"index {self.index} out of range for {self.hook} of {lm.name}: "
-                             f"valid 0..{width - 1}")
+            where = f"the latents of SAE {self.sae}" if self.sae else f"{self.hook} of {lm.name}"
+            raise ValueError(f"index {self.index} out of range for {where}: valid 0..{width - 1}")
         if self.n_tokens > lm.n_ctx:
             raise ValueError(f"n_tokens {self.n_tokens} exceeds {lm.name}'s context of {lm.n_ctx}")
         return self
 
     @property
+    def fluent(self) -> bool:
+        """Does the objective score the prompt's cross-entropy (the full forward)?"""
+        return self.lam > 0 or (self.method == "epo" and max(self.epo_lams) > 0)
+
+    @property
+    def tokens(self) -> bool:
+        """Is the answer a real token sequence (pez, discrete, epo)?"""
+        return self.method in TOKEN_METHODS
+
+    @property
     def unit(self) -> str:
-        """What one index is: an MLP "neuron" or a "dim" of a d_model-wide vector."""
+        """What one index is: an SAE "latent", an MLP "neuron" or a "dim" of a d_model-wide vector."""
+        if self.sae:
+            return "latent"
         return "neuron" if hook_kind(self.hook) == "mlp_post" else "dim"
 
     @property

@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 
 from lab.actmax.config import ActMaxConfig
-from lab.actmax.optimize import activations, reduce_positions, stream_seed
+from lab.actmax.optimize import activations
+from lab.actmax.target import stream_seed, target_of
 from lab.models import LabModel
 
 TOP_K = 5                  # nearest vocabulary tokens reported per optimized vector
@@ -103,7 +104,7 @@ def gap_meter(lm: LabModel, cfg: ActMaxConfig, embeds: torch.Tensor, optimum: np
     g = torch.Generator().manual_seed(stream_seed(cfg.seed, 2))
     random_ids = torch.randint(0, lm.vocab_size, (n_random, T), generator=g)
     ids = torch.cat([snapped_ids, random_ids]).to(lm.device)       # one forward for both
-    acts = reduce_positions(activations(lm, cfg.hook, input_ids=ids)[..., cfg.index], cfg.reduce)
+    acts = target_of(lm, cfg).read(activations(lm, cfg.hook, input_ids=ids))[0]
     acts = acts.float().cpu().numpy()
     return GapMeter(np.asarray(optimum, dtype=float), acts[:R].astype(float),
                     snapped_ids.numpy(), acts[R:].astype(float))

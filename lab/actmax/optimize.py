@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lab import hooks
 from lab.actmax.config import ActMaxConfig
+from lab.actmax.target import (  # noqa: F401  (re-exported: lab.actmax and callers import them here)
+    Target, neighbour_indices, reduce_positions, stream_seed,
+    target_of)
 from lab.experiment import OnProgress, report
 from lab.hooks import capture, forward
 from lab.models import LabModel
@@ -43,22 +45,6 @@ def activations(lm: LabModel, hook: str, input_ids: torch.Tensor | None = None,
     with capture(lm, [hook], stop_early=True) as cache:
         forward(lm, input_ids=input_ids, inputs_embeds=inputs_embeds)
     return cache[hook]
-
-
-def reduce_positions(h: torch.Tensor, how: str) -> torch.Tensor:
-    """[batch, pos, ...] -> [batch, ...]: mean over positions or the last position."""
-    return h.mean(1) if how == "mean" else h[:, -1]
-
-
-def neighbour_indices(cfg: ActMaxConfig, width: int) -> list[int]:
-    """Units within `neighbours` of the target, the target itself excluded."""
-    lo, hi = max(0, cfg.index - cfg.neighbours), min(width - 1, cfg.index + cfg.neighbours)
-    return [d for d in range(lo, hi + 1) if d != cfg.index]
-
-
-def stream_seed(*words: int) -> int:
-    """A 32-bit seed from a tuple of ints: independent streams for (seed, restart, ...)."""
-    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
 
 
 def random_embeddings(lm: LabModel, seed: int, restarts: int, n_tokens: int,
@@ -85,33 +71,50 @@ class Recorder:
     """A run so far, one entry per forward: what `Progress.partial` carries, and what
     `partial_result` turns into a full result after a Stop.
 
-    Keeps every step's [restarts] numbers, the start and only the newest embeddings (500
-    copies would add up). The job runner optimizes in its own thread while a page may read
-    the partial: `snapshot` reads embeddings and history of the same step, under a lock.
+    Keeps every step's [rows] numbers, the start and only the newest embeddings (500 copies
+    would add up); the token methods also keep their newest prompt ids [rows, n_tokens] (and
+    epo its frontier). The job runner optimizes in its own thread while a page may read the
+    partial: `snapshot` and `tokens` read what belongs to the same step, under a lock.
     """
 
-    def __init__(self):
-        self._rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # target, neigh, loss
+    def __init__(self, columns: list[str] = HISTORY_COLUMNS):
+        self.columns = list(columns)          # HISTORY_COLUMNS, + "ce" for the token methods
+        self._rows: list[tuple[torch.Tensor, ...]] = []   # per step: one [rows] tensor per column
         self.start: torch.Tensor | None = None    # step 0's embeddings: where each restart began
         self.embeds: torch.Tensor | None = None   # [R, T, D] the newest, their numbers last
+        self.ids: torch.Tensor | None = None      # [R, T] the token methods' prompts so far
+        self.start_ids: torch.Tensor | None = None
+        self.frontier: torch.Tensor | None = None  # [F, T] epo: the non-dominated prompts so far
         self.started = time.perf_counter()
         self.seconds = 0.0
         self._lock = threading.Lock()
 
     def add(self, target: torch.Tensor, neighbours: torch.Tensor, loss: torch.Tensor,
-            embeds: torch.Tensor) -> None:
+            embeds: torch.Tensor | None, ce: torch.Tensor | None = None,
+            ids: torch.Tensor | None = None, frontier: torch.Tensor | None = None) -> None:
+        row = (target, neighbours, loss) + ((ce,) if "ce" in self.columns else ())
         with self._lock:
-            self._rows.append((target, neighbours, loss))
-            if self.start is None:
-                self.start = embeds
-            self.embeds = embeds
+            self._rows.append(row)
+            if len(self._rows) == 1:
+                self.start, self.start_ids = embeds, ids
+            self.embeds, self.ids = embeds, ids
+            self.frontier = frontier if frontier is not None else self.frontier
             self.seconds = time.perf_counter() - self.started
 
     def snapshot(self) -> tuple[torch.Tensor | None, pd.DataFrame, float, torch.Tensor | None]:
         """(embeds, history, seconds, start), all of the same step."""
         with self._lock:
             rows, embeds, seconds, start = list(self._rows), self.embeds, self.seconds, self.start
-        return embeds, _history(rows), seconds, start
+        return embeds, _history(rows, self.columns), seconds, start
+
+    def state(self) -> dict:
+        """Everything of the newest step at once: embeds, start, ids, start_ids, frontier,
+        history, seconds, steps_done."""
+        with self._lock:
+            rows = list(self._rows)
+            out = {k: getattr(self, k) for k in ("embeds", "start", "ids", "start_ids",
+                                                 "frontier", "seconds")}
+        return {**out, "history": _history(rows, self.columns), "steps_done": len(rows) - 1}
 
     @property
     def step(self) -> int:
@@ -136,19 +139,55 @@ class Recorder:
 
     def message(self, cfg: ActMaxConfig) -> str:
         """One progress line: where the run is and how high the target got."""
-        mean = f" (mean of {cfg.restarts} restarts)" if cfg.restarts > 1 else ""
+        mean = f" (mean of {len(self.target)} {'rows' if cfg.method == 'epo' else 'restarts'})" \
+            if len(self.target) > 1 else ""
         return (f"Step {self.step} of {cfg.steps} · {cfg.target} = {self.target.mean():.3f}{mean}"
                 f" · {self.seconds:.0f} s")
 
 
-def _history(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> pd.DataFrame:
-    """Per-step [restarts] (target, neighbours, loss) -> one row per (step, restart)."""
+def _history(rows: list[tuple[torch.Tensor, ...]], columns: list[str]) -> pd.DataFrame:
+    """Per-step [restarts] values, one per column after step and restart -> one row per
+    (step, restart)."""
     if not rows:
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
+        return pd.DataFrame(columns=columns)
     cols = [torch.stack(c).float().cpu().numpy().astype(float) for c in zip(*rows)]
     S, R = cols[0].shape
     return pd.DataFrame({"step": np.repeat(np.arange(S), R), "restart": np.tile(np.arange(R), S),
-                         **{name: c.ravel() for name, c in zip(HISTORY_COLUMNS[2:], cols)}})
+                         **{name: c.ravel() for name, c in zip(columns[2:], cols)}})
+
+
+def starts(lm: LabModel, cfg: ActMaxConfig, start: torch.Tensor | None = None) -> torch.Tensor:
+    """A copy of `start`, or of the seeded starts, checked to be [restarts, n_tokens, d_model]."""
+    x = (initial_embeddings(lm, cfg) if start is None else start).detach().clone()
+    if x.shape != (cfg.restarts, cfg.n_tokens, lm.d_model):
+        raise ValueError(f"start must have shape {(cfg.restarts, cfg.n_tokens, lm.d_model)}, "
+                         f"got {tuple(x.shape)}")
+    return x
+
+
+def ascend(lm: LabModel, cfg: ActMaxConfig, goal: Target, on_progress: OnProgress | None = None,
+           start: torch.Tensor | None = None) -> Recorder:
+    """The continuous method: Adam on the embeddings, recorded step by step (steps 0..cfg.steps;
+    row `steps` is measured after the last update). `on_progress` gets a Progress per forward
+    (unit "step") whose partial is the Recorder."""
+    x = starts(lm, cfg, start).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr)
+    rec = Recorder()
+    with capture(lm, [cfg.hook], stop_early=True) as cache:
+        for step in range(cfg.steps + 1):
+            last = step == cfg.steps
+            with torch.set_grad_enabled(not last):   # the final forward only measures
+                forward(lm, inputs_embeds=x)
+                target, neigh = goal.read(cache[cfg.hook])                   # [R], [R] (nan if none)
+                loss = -target + cfg.l2 * x.pow(2).sum((1, 2))               # [R]
+            if not last:
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()   # a sum: each restart's gradient is its own
+            rec.add(target.detach(), neigh, loss.detach(), x.detach().clone())
+            report(on_progress, step, cfg.steps, "step", rec.message(cfg), rec)
+            if not last:
+                opt.step()
+    return rec
 
 
 def optimize(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None,
@@ -156,35 +195,6 @@ def optimize(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = N
     """Run Adam on the embeddings; return (final embeds [R, T, D], tidy history).
 
     `start` overrides the seeded starts (same shape): used to run restarts one by one.
-    The history has steps 0..cfg.steps; row `steps` is measured after the last update.
-    `on_progress` gets a Progress per forward (unit "step") whose partial is the Recorder.
     """
-    cfg.check(lm)
-    x = (initial_embeddings(lm, cfg) if start is None else start).detach().clone()
-    if x.shape != (cfg.restarts, cfg.n_tokens, lm.d_model):
-        raise ValueError(f"start must have shape {(cfg.restarts, cfg.n_tokens, lm.d_model)}, "
-                         f"got {tuple(x.shape)}")
-    x.requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=cfg.lr)
-    nb = torch.tensor(neighbour_indices(cfg, hooks.width(lm, cfg.hook)), dtype=torch.long,
-                      device=x.device)
-    rec = Recorder()
-    with capture(lm, [cfg.hook], stop_early=True) as cache:
-        for step in range(cfg.steps + 1):
-            last = step == cfg.steps
-            with torch.set_grad_enabled(not last):   # the final forward only measures
-                forward(lm, inputs_embeds=x)
-                h = cache[cfg.hook]                                          # [R, T, W]
-                target = reduce_positions(h[..., cfg.index], cfg.reduce)     # [R]
-                loss = -target + cfg.l2 * x.pow(2).sum((1, 2))               # [R]
-            if not last:
-                opt.zero_grad(set_to_none=True)
-                loss.sum().backward()   # a sum: each restart's gradient is its own
-            with torch.no_grad():
-                neigh = reduce_positions(h.detach()[..., nb], cfg.reduce).mean(-1)  # [R] (nan if none)
-            rec.add(target.detach(), neigh, loss.detach(), x.detach().clone())
-            if on_progress is not None:
-                report(on_progress, step, cfg.steps, "step", rec.message(cfg), rec)
-            if not last:
-                opt.step()
-    return x.detach(), rec.history
+    rec = ascend(lm, cfg, target_of(lm, cfg), on_progress, start)
+    return rec.embeds, rec.history

@@ -4,6 +4,10 @@ Agreement is measured on the decoded tokens (counts, Jaccard overlap of the rest
 sets) and on the vectors (cosine between restarts, and between their moves x - x0), each
 against a null control: random unoptimized vectors of the same shape and scale, decoded the
 same way.
+
+With pez and discrete the tokens are the prompts themselves and the vectors their token
+embeddings (what the model saw); the null control is what each method starts from unoptimized:
+random vectors projected to their nearest tokens (pez), random allowed tokens (discrete).
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ class ReproConfig:
         if self.actmax.restarts < 2:
             raise ValueError(f"reproducibility compares restarts: restarts must be at least 2, "
                              f"got {self.actmax.restarts}")
+        if self.actmax.method == "epo":
+            raise ValueError("reproducibility compares restarts of continuous, pez or discrete; "
+                             "epo's rows are a population, not restarts")
 
 
 @dataclass(frozen=True)
@@ -167,17 +174,46 @@ def _stats_of(lm: LabModel, vectors: torch.Tensor) -> TokenStats:
     return token_statistics(ids, vectors.detach().cpu().numpy(), token_texts(lm, ids))
 
 
+def _stats_of_ids(lm: LabModel, ids) -> TokenStats:
+    ids = np.asarray(ids)
+    return token_statistics(ids, lm.W_E.detach().cpu()[torch.as_tensor(ids)].numpy(),
+                            token_texts(lm, ids))
+
+
 def reproducibility(lm: LabModel, result: ActMaxResult,
                     cfg: ReproConfig | None = None) -> ReproResult:
     """How much the restarts of `result` agree, against random unoptimized vectors (same
     shape, scale). `cfg` defaults to the ReproConfig of `result.config`."""
     run_cfg = result.config
     cfg = ReproConfig(actmax=run_cfg, seed=run_cfg.seed) if cfg is None else cfg
+    if result.prompts is not None:
+        return _token_reproducibility(lm, result, cfg)
     null = random_embeddings(lm, run_cfg.seed, run_cfg.restarts, run_cfg.n_tokens, stream=1)
     optimized = _stats_of(lm, result.embeds)
     kept = int((optimized.token_ids == top1(lm, result.start)).sum())
-    steps = torch.nn.functional.normalize((result.embeds - result.start).double().flatten(1), dim=-1)
-    return ReproResult(cfg, result, optimized, _stats_of(lm, null), kept, (steps @ steps.T).numpy())
+    return ReproResult(cfg, result, optimized, _stats_of(lm, null), kept,
+                       _move_cosine(result.embeds, result.start))
+
+
+def _move_cosine(end: torch.Tensor, start: torch.Tensor) -> np.ndarray:
+    steps = torch.nn.functional.normalize((end - start).double().flatten(1), dim=-1)
+    return (steps @ steps.T).numpy()
+
+
+def _token_reproducibility(lm: LabModel, result: ActMaxResult, cfg: ReproConfig) -> ReproResult:
+    """pez and discrete: the prompts' tokens and embeddings; the null is the method's start
+    left unoptimized (random vectors' nearest allowed tokens, or random allowed tokens)."""
+    from lab.actmax.pez import project
+    from lab.actmax.target import allowed_tokens, random_ids
+    c, W = result.config, lm.W_E.detach().cpu()
+    if c.method == "pez":
+        vectors = random_embeddings(lm, c.seed, c.restarts, c.n_tokens, stream=1).cpu()
+        null = project(torch.nn.functional.normalize(W.float(), dim=-1), allowed_tokens(lm), vectors)
+    else:
+        null = random_ids(lm, c.seed, c.restarts, c.n_tokens, stream=1)
+    ids, start = torch.as_tensor(result.prompts.ids), torch.as_tensor(result.start_ids)
+    return ReproResult(cfg, result, _stats_of_ids(lm, ids), _stats_of_ids(lm, null),
+                       int((ids == start).sum()), _move_cosine(W[ids], W[start]))
 
 
 def run(lm: LabModel, cfg: ReproConfig, on_progress: OnProgress | None = None) -> ReproResult:

@@ -1,19 +1,26 @@
 """The result of an activation-maximization run, and the run itself:
-optimize -> decode the vectors into tokens -> measure the gap to real text."""
+optimize (continuous, pez, discrete or epo) -> decode into tokens / measure the real-token
+prompts -> the gap to real text, and the corpus's best windows as the bar to beat."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lab.actmax.bar import Bar, cached_bar, corpus_bar
 from lab.actmax.config import ActMaxConfig
 from lab.actmax.decode import GapMeter, gap_meter, nearest_tokens
-from lab.actmax.optimize import Recorder, initial_embeddings, optimize
+from lab.actmax.optimize import Recorder, ascend, initial_embeddings
+from lab.actmax.prompts import Prompts, measure
+from lab.actmax.target import target_of
 from lab.experiment import OnProgress, record
 from lab.models import LabModel
+
+# the gap meter's rows, in the order the chart lists them
+GAP_SOURCES = ["optimized embeddings", "nearest tokens", "optimized prompts (real tokens)",
+               "corpus's best windows", "random tokens"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,12 @@ class ActMaxResult:
     seconds: float            # wall time of the optimization loop
     steps_done: int           # == config.steps unless the run was stopped early
     token_norm: float         # mean L2 norm of the model's token embeddings, for scale
+    # The token methods' answer, measured by feeding it (embeds/start are then pez's
+    # continuous copy, or the prompts' own token embeddings for discrete and epo):
+    prompts: Prompts | None = None    # one row per restart (epo: per population member)
+    frontier: Prompts | None = None   # epo: the non-dominated prompts (activation vs ce)
+    bar: Bar | None = None            # the corpus's best windows at the same target
+    start_ids: np.ndarray | None = None   # [rows, T] the token methods' first prompts
 
     @property
     def initial(self) -> np.ndarray:
@@ -72,30 +85,60 @@ class ActMaxResult:
         top = self.nearest[self.nearest["rank"] == 1].sort_values(["restart", "position"])
         text = top.groupby("restart").token.apply(lambda t: "|".join(t))
         cos = top.groupby("restart").cosine
-        return pd.DataFrame({
-            "restart": np.arange(self.config.restarts), "initial": self.initial,
+        out = pd.DataFrame({
+            "restart": np.arange(len(self.final)), "initial": self.initial,
             "final": self.final, "gain": self.gain, "nearest_tokens": text.to_numpy(),
             "vector_norm": self.embeds.norm(dim=-1).mean(-1).numpy().astype(float),
             "moved": self.moved,
             "snapped_activation": self.gap.snapped,
             "snapped_percentile": self.gap.snapped_percentile(),
             "mean_top1_cosine": cos.mean().to_numpy(), "best_cosine": cos.max().to_numpy()})
+        if self.prompts is None:
+            return out
+        p = self.prompts.frame()
+        return out.assign(restart=p.restart, lam=p.lam, prompt=p.text, activation=p.activation,
+                          ce=p.ce, survives_retokenize=p.survives_retokenize)
+
+    def gap_frame(self) -> pd.DataFrame:
+        """The gap meter's dots (source, item, activation), with the token methods' prompts
+        and the corpus's best windows; continuous keeps its optimum and nearest tokens."""
+        f = self.gap.frame()
+        parts = [f] if self.prompts is None else [f[f.source == "random tokens"]]
+        extra = [("optimized prompts (real tokens)", self.prompts),
+                 ("corpus's best windows", self.bar.best if self.bar else None)]
+        parts += [pd.DataFrame({"source": name, "item": np.arange(len(p)),
+                                "activation": p.activation}) for name, p in extra if p is not None]
+        return pd.concat(parts, ignore_index=True)
 
     def numbers(self) -> dict:
         """The run's numbers as plain JSON data (the body of `to_record`)."""
-        return {"steps_done": self.steps_done, "seconds": round(self.seconds, 3),
-                "restarts": self.per_restart().to_dict(orient="records"),
-                "gap_meter": self.gap.summary(), "best_cosine": self.best_cosine,
-                "token_norm": self.token_norm,
-                "nearest": self.nearest.to_dict(orient="records")}
+        out = {"steps_done": self.steps_done, "seconds": round(self.seconds, 3),
+               "restarts": self.per_restart().to_dict(orient="records"),
+               "gap_meter": self.gap.summary(), "best_cosine": self.best_cosine,
+               "token_norm": self.token_norm,
+               "nearest": self.nearest.to_dict(orient="records")}
+        if self.prompts is not None:
+            out["prompts"] = self.prompts.records()
+        if self.frontier is not None:
+            out["frontier"] = self.frontier.records()
+        if self.bar is not None:
+            out["bar"] = {**self.bar.summary(), "windows": self.bar.windows().to_dict(orient="records"),
+                          "contexts": self.bar.contexts.to_dict(orient="records")}
+        return out
 
     def to_record(self) -> dict:
         """Everything needed to reproduce and read the run (no tensors)."""
         return record("actmax", self.config, self.model, **self.numbers())
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {"history": self.history, "nearest": self.nearest, "restarts": self.per_restart(),
-                "gap": self.gap.frame()}
+        out = {"history": self.history, "nearest": self.nearest, "restarts": self.per_restart(),
+               "gap": self.gap_frame()}
+        for name, p in (("prompts", self.prompts), ("frontier", self.frontier)):
+            if p is not None:
+                out[name] = p.frame()
+        if self.bar is not None:
+            out |= {"bar_windows": self.bar.windows(), "bar_contexts": self.bar.contexts}
+        return out
 
     def brief(self) -> dict:
         """The run for people, one `key: value` line each (the CLI's default output)."""
@@ -104,12 +147,29 @@ class ActMaxResult:
                 "seconds": round(self.seconds, 2), "best_cosine": round(self.best_cosine, 4),
                 "initial": per.initial.round(4).tolist(), "final": per.final.round(4).tolist(),
                 "gain": per.gain.round(2).tolist(), "nearest_tokens": per.nearest_tokens.tolist(),
-                "gap_meter": {k: round(v, 4) for k, v in self.gap.summary().items()}}
+                "gap_meter": {k: round(v, 4) for k, v in self.gap.summary().items()},
+                **self._brief_tokens()}
+
+    def _brief_tokens(self) -> dict:
+        out = {"method": self.config.method} if self.config.method != "continuous" else {}
+        if self.prompts is not None:
+            p = self.prompts
+            out |= {"prompts": list(p.text), "prompt_activation": p.activation.round(4).tolist(),
+                    "prompt_ce": p.ce.round(3).tolist(), "survives_retokenize": p.survives.tolist()}
+        if self.frontier is not None:
+            out["frontier"] = [(round(float(a), 3), round(float(c), 3), t) for a, c, t in
+                               zip(self.frontier.activation, self.frontier.ce, self.frontier.text)]
+        if self.bar is not None:
+            b = self.bar.summary()
+            out |= {"corpus_best": round(b["best"], 4), "corpus_best_text": b["best_text"],
+                    "corpus": f"{b['n_windows']:,} windows of {self.config.n_tokens} tokens; {b['corpus']}"}
+        return out
 
 
 def summarize(lm: LabModel, cfg: ActMaxConfig, embeds: torch.Tensor, history: pd.DataFrame,
-              seconds: float = 0.0, start: torch.Tensor | None = None) -> ActMaxResult:
-    """Decode and gap-meter optimized embeddings; also turns a stopped run into a result.
+              seconds: float = 0.0, start: torch.Tensor | None = None,
+              bar: Bar | None = None) -> ActMaxResult:
+    """Decode and gap-meter optimized embeddings (continuous); also a stopped run's result.
 
     `start`: the starting embeddings (recomputed from the config's seed when None).
     """
@@ -122,19 +182,64 @@ def summarize(lm: LabModel, cfg: ActMaxConfig, embeds: torch.Tensor, history: pd
     top1 = near[near["rank"] == 1].sort_values(["restart", "position"]).token_id.to_numpy()
     gap = gap_meter(lm, cfg, embeds, last.target.to_numpy(),
                     snapped_ids=torch.tensor(top1).reshape(embeds.shape[:2]))
-    token_norm = float(lm.W_E.detach().float().norm(dim=-1).mean())
     return ActMaxResult(cfg, lm.name, embeds, start, history.reset_index(drop=True), near, gap,
-                        seconds, int(history.step.max()), token_norm)
+                        seconds, int(history.step.max()), _token_norm(lm), bar=bar)
+
+
+def _token_norm(lm: LabModel) -> float:
+    return float(lm.W_E.detach().float().norm(dim=-1).mean())
+
+
+def summarize_tokens(lm: LabModel, cfg: ActMaxConfig, rec: Recorder,
+                     bar: Bar | None = None) -> ActMaxResult:
+    """A token method's Recorder as a result: its prompts fed through the model again."""
+    from lab.actmax.epo import row_lams, row_restarts
+    st = rec.state()
+    if st["history"].empty:
+        raise ValueError("nothing was computed yet: no step has run")
+    goal = target_of(lm, cfg)
+    prompts = measure(lm, goal, st["ids"], row_restarts(cfg), row_lams(cfg))
+    W = lm.W_E.detach().cpu()
+    embeds, start = ((st["embeds"], st["start"]) if cfg.method == "pez"
+                     else (W[st["ids"]], W[st["start_ids"]]))
+    embeds, start = embeds.detach().cpu(), start.detach().cpu()
+    gap = gap_meter(lm, cfg, embeds, prompts.activation, snapped_ids=torch.as_tensor(prompts.ids))
+    frontier = None if st["frontier"] is None else measure(lm, goal, st["frontier"])
+    return ActMaxResult(cfg, lm.name, embeds, start, st["history"], nearest_tokens(lm, embeds),
+                        gap, st["seconds"], st["steps_done"], _token_norm(lm), prompts, frontier, bar,
+                        np.asarray(st["start_ids"]))
+
+
+def result_of(lm: LabModel, cfg: ActMaxConfig, rec: Recorder, bar: Bar | None = None) -> ActMaxResult:
+    """Any method's Recorder (finished or stopped) as a result."""
+    if cfg.tokens:
+        return summarize_tokens(lm, cfg, rec, bar)
+    st = rec.state()
+    if st["embeds"] is None:
+        raise ValueError("nothing was computed yet: no step has run")
+    return summarize(lm, cfg, st["embeds"], st["history"], st["seconds"], st["start"], bar)
+
+
+def search(lm: LabModel, cfg: ActMaxConfig, goal, on_progress: OnProgress | None = None,
+           start: torch.Tensor | None = None) -> Recorder:
+    """Run `cfg.method` on target `goal`; its Recorder (history, embeddings, prompts)."""
+    from lab.actmax.discrete import discrete
+    from lab.actmax.epo import epo
+    from lab.actmax.pez import pez
+    if cfg.method in ("continuous", "pez"):
+        return (ascend if cfg.method == "continuous" else pez)(lm, cfg, goal, on_progress, start)
+    if start is not None:
+        raise ValueError(f"a start of embeddings is for continuous and pez, not {cfg.method}")
+    return (discrete if cfg.method == "discrete" else epo)(lm, cfg, goal, on_progress)
 
 
 def maximize(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None,
              start: torch.Tensor | None = None) -> ActMaxResult:
-    """Optimize, decode the result into tokens, and measure the gap to real text."""
-    cfg.check(lm)
-    t0 = time.perf_counter()
-    x0 = initial_embeddings(lm, cfg) if start is None else start
-    embeds, history = optimize(lm, cfg, on_progress, x0)
-    return summarize(lm, cfg, embeds, history, time.perf_counter() - t0, x0)
+    """Optimize by `cfg.method`, turn the answer into real tokens and measure them, then the
+    corpus's bar. `start` [R, T, D] overrides the seeded starts of continuous and pez."""
+    goal = target_of(lm, cfg)
+    rec = search(lm, cfg, goal, on_progress, start)
+    return result_of(lm, cfg, rec, corpus_bar(lm, cfg, goal, on_progress, partial=rec))
 
 
 def run(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None) -> ActMaxResult:
@@ -143,6 +248,6 @@ def run(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None) 
 
 
 def partial_result(lm: LabModel, cfg: ActMaxConfig, partial: Recorder) -> ActMaxResult:
-    """What a stopped run computed (the Recorder of its last Progress), as a result."""
-    embeds, history, seconds, start = partial.snapshot()
-    return summarize(lm, cfg, embeds, history, seconds, start)
+    """What a stopped run computed (the Recorder of its last Progress), as a result; the bar
+    when it was computed before (a Stop does not start a corpus scan)."""
+    return result_of(lm, cfg, partial, cached_bar(lm, cfg))

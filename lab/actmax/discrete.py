@@ -1,0 +1,126 @@
+"""GCG-style discrete search: the prompt is always a real token sequence.
+
+Each step, for every row (a restart; in epo, a member of a restart's population):
+  1. the gradient of the row's loss -(a - lam * ce) w.r.t. a one-hot input. The input is
+     x = W_E[ids], so d loss / d one-hot = (d loss / d x) W_E^T  [T, V]: one backward.
+  2. the top_k tokens per position by that (most negative = most promising) gradient, and
+     `n` candidate prompts with one position swapped to one of them (position and token
+     uniformly random, from the row's own generator: a row's path does not depend on how
+     many rows run beside it).
+  3. all candidates of all rows scored in batched forwards (lab.actmax.target.evaluate) that
+     stop after the target's block unless a fluency weight needs the cross-entropy.
+  4. discrete: a row keeps its best candidate when it beats the current prompt; epo chooses
+     across a restart's whole population (lab.actmax.epo).
+
+The gradient only proposes; every number kept is a forward on real token ids.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from lab.actmax.config import ActMaxConfig
+from lab.actmax.optimize import HISTORY_COLUMNS, Recorder
+from lab.actmax.target import (Scores, Target, allowed_tokens, evaluate, forward_scores,
+                               random_ids, stream_seed)
+from lab.experiment import OnProgress, report
+from lab.models import LabModel
+
+TOKEN_COLUMNS = HISTORY_COLUMNS + ["ce"]
+START_STREAM, SWAP_STREAM = 3, 4      # stream_seed words: 0, 1, 2 are the continuous method's
+
+
+def objective(s: Scores, lam: torch.Tensor) -> torch.Tensor:
+    """[N] what a row maximizes: the target minus lam x cross-entropy (lam 0: the target)."""
+    return torch.where(lam > 0, s.target - lam * torch.nan_to_num(s.ce), s.target)
+
+
+def one_hot_gradient(lm: LabModel, target: Target, ids: torch.Tensor, lam: torch.Tensor,
+                     fluent: bool) -> tuple[torch.Tensor, Scores]:
+    """(d loss / d one-hot [B, T, V], the current prompts' Scores) from one forward+backward."""
+    W = lm.W_E.detach()                                               # [V, D]
+    x = W[ids].requires_grad_(True)                                   # [B, T, D]
+    s = forward_scores(lm, target, ids, fluent, inputs_embeds=x)
+    (-objective(s, lam.to(x.device))).sum().backward()                # rows independent
+    grad = x.grad @ W.T                                               # [B, T, V]
+    return grad, Scores(*(v.detach() for v in s))
+
+
+def swap_candidates(ids: torch.Tensor, grad: torch.Tensor, allowed: torch.Tensor, top_k: int,
+                    n: int, gens: list[torch.Generator]) -> torch.Tensor:
+    """[B, T] prompts -> [B, n, T] candidates, each with one position swapped to one of that
+    position's top_k allowed tokens by the gradient."""
+    B, T = ids.shape
+    g = grad.masked_fill(~allowed.to(grad.device), float("inf"))
+    top = (-g).topk(min(top_k, int(allowed.sum())), dim=-1).indices.cpu()   # [B, T, k]
+    out = ids.cpu().unsqueeze(1).repeat(1, n, 1)
+    rows = torch.arange(n)
+    for b, gen in enumerate(gens):
+        pos = torch.randint(T, (n,), generator=gen)
+        pick = torch.randint(top.shape[-1], (n,), generator=gen)
+        out[b, rows, pos] = top[b, pos, pick]
+    return out
+
+
+class Select(Protocol):
+    """How rows move on: the new prompts [B, T] from the current ones and the candidates."""
+
+    frontier: torch.Tensor | None
+
+    def __call__(self, ids: torch.Tensor, cur: Scores, cands: torch.Tensor,
+                 scores: Scores) -> torch.Tensor: ...
+
+
+class KeepBest:
+    """discrete: each row takes its best candidate if it beats the current prompt."""
+
+    frontier = None
+
+    def __init__(self, lam: torch.Tensor):
+        self.lam = lam
+
+    def __call__(self, ids, cur, cands, scores):
+        B, n, _ = cands.shape
+        J = objective(scores, self.lam.repeat_interleave(n)).view(B, n)
+        best = J.argmax(1)
+        better = J[torch.arange(B), best] > objective(cur, self.lam).cpu()
+        out = ids.clone()
+        out[better] = cands[torch.arange(B), best][better]
+        return out
+
+
+def search(lm: LabModel, cfg: ActMaxConfig, target: Target, lam: torch.Tensor, select: Select,
+           per_row: int, on_progress: OnProgress | None = None) -> Recorder:
+    """The loop above for rows with fluency weights `lam` [B] (B = restarts x members, rows of
+    a restart adjacent); `per_row` candidates each per step. Returns the Recorder: history
+    (one row per step and row), the newest prompts and their start."""
+    B, members = len(lam), len(lam) // cfg.restarts
+    ids = random_ids(lm, cfg.seed, cfg.restarts, cfg.n_tokens, START_STREAM)
+    ids = ids.repeat_interleave(members, dim=0)                       # a population starts together
+    gens = [torch.Generator().manual_seed(stream_seed(cfg.seed, b // members, b % members, SWAP_STREAM))
+            for b in range(B)]
+    allowed, rec = allowed_tokens(lm), Recorder(TOKEN_COLUMNS)
+    for step in range(cfg.steps + 1):
+        last = step == cfg.steps
+        if last:                                  # the final forward only measures
+            cur = evaluate(lm, target, ids, cfg.fluent)
+        else:
+            grad, cur = one_hot_gradient(lm, target, ids.to(lm.device), lam, cfg.fluent)
+        cur = Scores(*(v.float().cpu() for v in cur))
+        rec.add(cur.target, cur.neighbours, -objective(cur, lam), None, ce=cur.ce,
+                ids=ids.clone(), frontier=select.frontier)
+        report(on_progress, step, cfg.steps, "step", rec.message(cfg), rec)
+        if last:
+            break
+        cands = swap_candidates(ids, grad, allowed, cfg.top_k, per_row, gens)   # [B, n, T]
+        scores = evaluate(lm, target, cands.flatten(0, 1), cfg.fluent)
+        ids = select(ids, cur, cands, scores)
+    return rec
+
+
+def discrete(lm: LabModel, cfg: ActMaxConfig, target: Target,
+             on_progress: OnProgress | None = None) -> Recorder:
+    """GCG-style search from `cfg.restarts` random prompts, one row each."""
+    lam = torch.full((cfg.restarts,), float(cfg.lam))
+    return search(lm, cfg, target, lam, KeepBest(lam), cfg.candidates, on_progress)

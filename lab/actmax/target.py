@@ -1,0 +1,191 @@
+"""What a run drives up, and how a batch of real token sequences is scored against it.
+
+    target = target_of(lm, cfg)           unit cfg.index of cfg.hook (or of an SAE's latents
+                                          there), reduced over positions (mean or last)
+    scores = evaluate(lm, target, ids)    [N, T] token ids -> target, neighbours, cross-entropy
+                                          [N], in batched forwards
+
+Without a fluency weight the forward stops after the target's block (lab.hooks); with one it
+runs the whole body and the LM head on positions 0..T-2, for the cross-entropy of tokens
+1..T-1 (nats per token; the first token has nothing to be predicted from).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from lab import hooks
+from lab.actmax.config import ActMaxConfig
+from lab.hooks import capture, forward
+from lab.models import LabModel
+
+EVAL_BATCH = 128          # sequences per forward: 128 x 5 tokens' logits are ~130 MB on SmolLM2
+_SAES: dict[str, object] = {}
+_SAES_LOCK = threading.Lock()
+_ALLOWED: dict[tuple[int, int], tuple[object, torch.Tensor]] = {}
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """Unit `index` of the hook's activation (or of `encode` of it: an SAE's latents)."""
+
+    hook: str
+    index: int
+    reduce: str
+    neighbours: torch.Tensor                  # [n] units tracked beside the target
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None   # [..., d_in] -> [..., latents]
+
+    def units(self, h: torch.Tensor) -> torch.Tensor:
+        """The hook's activation [batch, pos, width] as the units `index` counts in."""
+        return h if self.encode is None else self.encode(h)
+
+    def read(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target [batch] with its graph, neighbours' mean [batch] detached; nan if none)."""
+        u = self.units(h)
+        nb = self.neighbours.to(u.device)
+        return (reduce_positions(u[..., self.index], self.reduce),
+                reduce_positions(u.detach()[..., nb], self.reduce).mean(-1))
+
+
+def load_sae(source: str):
+    """The SAE of `source` (a folder or hub id), loaded once per process by lab.sae.saelens."""
+    with _SAES_LOCK:
+        if source not in _SAES:
+            try:
+                from lab.sae.saelens import load_sae as load
+            except ImportError as e:
+                raise ValueError(f"an SAE target needs lab.sae.saelens, which cannot load here: {e}")
+            _SAES[source] = load(source)
+        return _SAES[source]
+
+
+def check_fits(loaded, lm: LabModel) -> None:
+    """lab.sae.saelens' own check that an SAE reads this model (width, hook range)."""
+    from lab.sae.saelens import check_fits as check
+    check(loaded, lm)
+
+
+def _fitting_sae(lm: LabModel, cfg: ActMaxConfig):
+    loaded = load_sae(cfg.sae)
+    check_fits(loaded, lm)
+    if loaded.hook != cfg.hook:
+        raise ValueError(f"SAE {cfg.sae} reads {loaded.hook}: set hook to {loaded.hook}, "
+                         f"got {cfg.hook}")
+    return loaded
+
+
+def sae_width(lm: LabModel, cfg: ActMaxConfig) -> int:
+    """How many latents the config's SAE has (after checking it fits the model and hook)."""
+    return int(_fitting_sae(lm, cfg).n_latents)
+
+
+def target_of(lm: LabModel, cfg: ActMaxConfig) -> Target:
+    """The config's target on this model (checks the ranges first: one sentence each)."""
+    cfg.check(lm)
+    encode, width = None, hooks.width(lm, cfg.hook)
+    if cfg.sae:
+        loaded = _fitting_sae(lm, cfg)
+        encode, width = loaded.sae.encode, int(loaded.n_latents)
+    nb = torch.tensor(neighbour_indices(cfg, width), dtype=torch.long)
+    return Target(cfg.hook, cfg.index, cfg.reduce, nb, encode)
+
+
+def reduce_positions(h: torch.Tensor, how: str) -> torch.Tensor:
+    """[batch, pos, ...] -> [batch, ...]: mean over positions or the last position."""
+    return h.mean(1) if how == "mean" else h[:, -1]
+
+
+def neighbour_indices(cfg: ActMaxConfig, width: int) -> list[int]:
+    """Units within `neighbours` of the target, the target itself excluded."""
+    lo, hi = max(0, cfg.index - cfg.neighbours), min(width - 1, cfg.index + cfg.neighbours)
+    return [d for d in range(lo, hi + 1) if d != cfg.index]
+
+
+def stream_seed(*words: int) -> int:
+    """A 32-bit seed from a tuple of ints: independent streams for (seed, restart, ...)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
+
+
+class Scores(NamedTuple):
+    target: torch.Tensor       # [N] the reduced target unit
+    neighbours: torch.Tensor   # [N] mean of the neighbouring units (nan when there are none)
+    ce: torch.Tensor           # [N] cross-entropy of tokens 1..T-1, nats (nan when not computed)
+
+
+def cross_entropy(lm: LabModel, last: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[N, T, D] the body's final (normed) hidden states, [N, T] ids -> [N] mean cross-entropy
+    of token t given tokens < t, t = 1..T-1 (0 for a single token)."""
+    if ids.shape[1] < 2:
+        return torch.zeros(ids.shape[0], device=last.device)
+    logits = lm.arch.unembed_of(lm.model)(last[:, :-1])                 # [N, T-1, V]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), ids[:, 1:],
+                                           reduction="none")            # [N, T-1]
+    return ce.mean(1)
+
+
+def forward_scores(lm: LabModel, target: Target, ids: torch.Tensor, fluent: bool,
+                   inputs_embeds: torch.Tensor | None = None) -> Scores:
+    """One forward of `ids` (or of `inputs_embeds` standing for them), keeping the graph.
+
+    Stops after the target's block unless `fluent`; then the cross-entropy of `ids`."""
+    with capture(lm, [target.hook], stop_early=not fluent) as cache:
+        out = forward(lm, input_ids=None if inputs_embeds is not None else ids,
+                      inputs_embeds=inputs_embeds)
+    t, nb = target.read(cache[target.hook])
+    ce = (cross_entropy(lm, out.last_hidden_state, ids) if fluent
+          else torch.full_like(t, float("nan")))
+    return Scores(t, nb, ce)
+
+
+@torch.no_grad()
+def evaluate(lm: LabModel, target: Target, ids: torch.Tensor, fluent: bool = False,
+             batch: int = EVAL_BATCH,
+             on_batch: Callable[[int, int], None] | None = None) -> Scores:
+    """Score token sequences [N, T] in forwards of `batch` sequences: Scores of [N] on the CPU.
+
+    `on_batch(done, total)` after each forward (a progress report, or a Stop)."""
+    parts, n = [], ids.shape[0]
+    for i in range(0, n, batch):
+        s = forward_scores(lm, target, ids[i:i + batch].to(lm.device), fluent)
+        parts.append([v.detach().float().cpu() for v in s])
+        if on_batch is not None:
+            on_batch(min(i + batch, n), n)
+    if not parts:
+        return Scores(*(torch.empty(0) for _ in range(3)))
+    return Scores(*(torch.cat(col) for col in zip(*parts)))
+
+
+def allowed_tokens(lm: LabModel) -> torch.Tensor:
+    """[V] bool: tokens a prompt may use. Not special tokens (they are markup, and decode to
+    text that re-tokenizes differently), not embedding rows beyond the tokenizer, not pieces
+    of a multi-byte character (they decode to U+FFFD). Computed once per tokenizer."""
+    tok, V = lm.tokenizer, lm.vocab_size
+    key = (id(tok), V)
+    with _SAES_LOCK:
+        if key in _ALLOWED:
+            return _ALLOWED[key][1]
+    ok = torch.zeros(V, dtype=torch.bool)
+    n = min(V, len(tok)) if tok is not None else V
+    ok[:n] = True
+    if tok is not None:
+        ok[[i for i in set(tok.all_special_ids) if i < V]] = False
+        texts = tok.batch_decode([[i] for i in range(n)])
+        ok[[i for i, t in enumerate(texts) if not t or "\ufffd" in t]] = False
+    with _SAES_LOCK:
+        _ALLOWED[key] = (tok, ok)      # the tokenizer kept alive, so its id stays its own
+    return ok
+
+
+def random_ids(lm: LabModel, seed: int, rows: int, n_tokens: int, stream: int) -> torch.Tensor:
+    """[rows, n_tokens] allowed token ids, row r from a generator seeded with (seed, r, stream):
+    row r is the same whatever `rows` is."""
+    pool = allowed_tokens(lm).nonzero().squeeze(1)
+    out = []
+    for r in range(rows):
+        g = torch.Generator().manual_seed(stream_seed(seed, r, stream))
+        out.append(pool[torch.randint(len(pool), (n_tokens,), generator=g)])
+    return torch.stack(out)
