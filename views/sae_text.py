@@ -15,6 +15,7 @@ import streamlit as st
 from lab import registry, sae_text
 from lab.charts import sae as charts
 from lab.experiment import field_of
+from lab.feature.store import keep_sae
 from lab.hooks import hook_name, width
 from lab.sae import SAEConfig
 from lab.sae.text import EMPTY_TEXT
@@ -240,14 +241,36 @@ def _control(res: SAETextResult) -> None:
                "permutation p-value; p_fwer: chance that the best of all latents scores this "
                f"high on shuffled labels (survives when < {sel.config.alpha:g}); n_chance: "
                "latents expected to score this high by chance." + (f" {note}" if note else ""))
-    st.dataframe(sel.top(), hide_index=True, width="stretch",
-                 column_config={"score": st.column_config.NumberColumn(format="%.4g"),
-                                "p": st.column_config.NumberColumn(format="%.4f"),
-                                "p_fwer": st.column_config.NumberColumn(format="%.4f")})
+    picked = st.dataframe(sel.top(), hide_index=True, width="stretch", on_select="rerun",
+                          selection_mode="single-row", key="sae_latent_table",
+                          column_config={"score": st.column_config.NumberColumn(format="%.4g"),
+                                         "p": st.column_config.NumberColumn(format="%.4f"),
+                                         "p_fwer": st.column_config.NumberColumn(format="%.4f")})
+    _feature_link(res, picked.selection.rows)
     st.altair_chart(charts.null_max_chart(sel.null_max, sel.top()), width="stretch")
     st.caption("Bars: the best score among all latents when the target tokens are chosen at "
                "random. Look for: red rules (observed top scores) far right of the bars; a "
                "rule inside the bars is a score chance produces.")
+
+
+def _feature_link(res: SAETextResult, rows: list[int]) -> None:
+    """One click from the latent table to the feature view: a row of the table, or the button
+    (the SAE is saved under the cache folder, named by its weights)."""
+    top = res.selectivity.top()["latent"].tolist()
+    c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+    latent = c1.selectbox("Latent", top, key="sae_feature_latent")
+    clicked = c2.button("Open in the feature view", key="sae_open_feature",
+                        icon=":material/frame_inspect:",
+                        help="Its top examples over a corpus, its output effect, and what "
+                             "ablating it changes, against control latents.")
+    st.caption("Click a row of the table, or pick a latent and press the button, to open it in "
+               "the feature view.")
+    fresh = bool(rows) and rows != st.session_state.get("sae_rows_opened")
+    st.session_state["sae_rows_opened"] = rows     # a selection kept on return opens nothing
+    if fresh or clicked:
+        st.session_state["feature_sae"] = keep_sae(res.sae, res.metadata())
+        st.session_state["feature_latent"] = int(top[rows[0]] if fresh else latent)
+        st.switch_page(registry.get("feature").view)
 
 
 def _heatmap(run: dict, res: SAETextResult) -> None:

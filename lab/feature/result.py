@@ -1,0 +1,138 @@
+"""What a feature view returns: the three kinds of evidence as tidy tables, a JSON record and
+a brief for the terminal."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lab.experiment import record
+from lab.feature.config import FeatureConfig
+from lab.feature.output import NOTE
+
+NAME = "feature"
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureResult:
+    config: FeatureConfig
+    model: str
+    sae_source: str          # the folder or hub id used (the default SAE's folder for "")
+    sae_info: str            # e.g. "4608 latents (top-32) on blocks.6.hook_mlp_out"
+    hook: str
+    n_latents: int
+    latent: int
+    picked: str              # how the latent was chosen when the config named none ("" if it did)
+    output: pd.DataFrame     # promoted / suppressed tokens of the decoder direction
+    effects: pd.DataFrame    # one row per edited latent: the target, then the controls
+    kl: pd.DataFrame         # per position and edited latent: KL, the latent's activation
+    moved: pd.DataFrame      # tokens whose probability the target's edit moved most
+    recon_kl: float | None   # mean KL with the SAE's reconstruction alone (no error term)
+    text_tokens: int         # positions of the causal text used
+    text_cut: bool           # was it cut to max_tokens / the context?
+    corpus: dict             # texts, tokens, windows, window_len, names
+    examples: dict           # lab.feature.examples.examples(): top, histogram, density, ...
+    scan_seconds: float
+    causal_seconds: float
+
+    # ------------------------------------------------------------ what it amounts to
+    @property
+    def finished(self) -> bool:
+        return self.examples["windows_done"] == self.corpus["windows"] and len(self.effects) > 0
+
+    @property
+    def top(self) -> pd.DataFrame:
+        return self.examples["top"]
+
+    def target_examples(self) -> int:
+        return int(self.top["target"].sum()) if len(self.top) else 0
+
+    def target_row(self) -> dict | None:
+        rows = self.effects[self.effects["role"] == "target"]
+        return rows.iloc[0].to_dict() if len(rows) else None
+
+    def control_range(self, column: str) -> tuple[float, float] | None:
+        ctrl = self.effects.loc[self.effects["role"] == "control", column]
+        return (float(ctrl.min()), float(ctrl.max())) if len(ctrl) else None
+
+    def edit_words(self) -> str:
+        cfg = self.config
+        return "ablating" if cfg.mode == "ablate" else f"steering (alpha {cfg.alpha:g})"
+
+    def causal_sentence(self) -> str:
+        """The ablation/steering effect against its controls, in one sentence."""
+        t = self.target_row()
+        if t is None:
+            return "The causal check did not run."
+        kl, dt = self.control_range("mean_kl"), self.control_range("d_target")
+        head = (f"{self.edit_words().capitalize()} latent {self.latent} changes the next-token "
+                f"distribution by a mean KL of {t['mean_kl']:.3g} nats per position and the "
+                f"probability of the target words by {t['d_target']:+.3g}")
+        if t["fires_on"] == 0 and self.config.mode == "ablate":
+            return head + "; it never fires on this text, so ablating it cannot change anything."
+        if kl is None:
+            return head + " (no control latents)."
+        return (head + f"; {len(self.effects) - 1} control latents of similar density: KL "
+                f"{kl[0]:.3g} to {kl[1]:.3g}, target probability {dt[0]:+.3g} to {dt[1]:+.3g}.")
+
+    # ------------------------------------------------------------ the contract
+    def frames(self) -> dict[str, pd.DataFrame]:
+        out = {"examples": self.top, "histogram": self.examples["histogram"],
+               "output_effect": self.output, "effects": self.effects, "kl": self.kl,
+               "moved": self.moved}
+        return {k: v for k, v in out.items() if len(v)}
+
+    def to_record(self) -> dict:
+        ex = self.examples
+        return record(NAME, self.config, self.model, sae=self.sae_source, sae_info=self.sae_info,
+                      hook=self.hook, n_latents=self.n_latents, latent=self.latent,
+                      picked=self.picked, finished=self.finished,
+                      corpus={**self.corpus, "names": list(self.corpus["names"])},
+                      windows_scanned=ex["windows_done"], tokens_scanned=ex["tokens_done"],
+                      corpus_density=ex["density"], corpus_max=ex["max"],
+                      control_corpus_density={str(k): v for k, v in ex["control_density"].items()},
+                      target_examples=self.target_examples(), top_examples=_rows(self.top),
+                      output_effect=_rows(self.output), output_note=NOTE,
+                      effects=_rows(self.effects), moved=_rows(self.moved),
+                      recon_kl=self.recon_kl, causal=self.causal_sentence(),
+                      text_tokens=self.text_tokens, text_cut=self.text_cut,
+                      scan_seconds=round(self.scan_seconds, 3),
+                      causal_seconds=round(self.causal_seconds, 3))
+
+    def brief(self) -> dict:
+        ex, c = self.examples, self.corpus
+        done = "" if ex["windows_done"] == c["windows"] else f" (stopped after {ex['windows_done']} windows)"
+        out = {"model": self.model, "sae": f"{self.sae_info} ({self.sae_source})",
+               "latent": f"{self.latent}" + (f" ({self.picked})" if self.picked else ""),
+               "corpus": f"{len(c['names'])} texts, {c['tokens']:,} tokens in {c['windows']} "
+                         f"windows of {c['window_len']}; scanned in {self.scan_seconds:.1f} s{done}",
+               "density / max": f"{ex['density']:.4%} of tokens, peak {ex['max']:.3g}",
+               f"top {len(self.top)} examples": "\n" + _examples_text(self.top),
+               "target words among them": f"{self.target_examples()} of {len(self.top)}"}
+        for name in ("promoted", "suppressed"):
+            rows = self.output[self.output["direction"] == name]
+            out[f"output effect, {name}"] = ", ".join(f"{t!r} {v:+.2f}" for t, v in
+                                                       zip(rows["token"], rows["logit"]))
+        out["causal"] = self.causal_sentence()
+        if len(self.effects):
+            out["per latent"] = "\n" + self.effects.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        if self.recon_kl is not None:
+            out["SAE reconstruction alone"] = (f"mean KL {self.recon_kl:.3g} nats per position "
+                                               "without the error term")
+        return out
+
+
+def _examples_text(top: pd.DataFrame) -> str:
+    lines = []
+    for r in top.itertuples():
+        mark = " *" if r.target else ""
+        context = f"{r.before}[[{r.token}]]{r.after}".replace("\n", " ")
+        lines.append(f"  {r.rank:>3}. {r.activation:8.3g}  {context}  ({r.source}){mark}")
+    return "\n".join(lines)
+
+
+def _rows(frame: pd.DataFrame) -> list[dict]:
+    """Rows as plain Python values (numpy scalars do not go through json)."""
+    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in r.items()}
+            for r in frame.to_dict(orient="records")]
