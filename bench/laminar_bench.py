@@ -18,6 +18,14 @@ the held-out rows every epoch and the density at the end.
 Prints the time of each part, both totals and the ratio. Timings on a shared machine are
 noisy: run the two sides in one process (as here) and compare ratios, not absolute times.
 
+    python bench/laminar_bench.py --ray --model tiny-gpt2            # in process vs local Ray
+    python bench/laminar_bench.py --ray --model smollm2-135m --layers 4 --ray-cpus 1,2
+
+With --ray: lab.laminar.run at the quick preset (first LAYERS layers, bundled LED text) in this
+process, then Ray's start-up (a local Ray on this machine's cores), then the same run as Ray
+tasks for each --ray-cpus value (twice: the first run also starts Ray's workers), each compared
+row by row with the in-process rows.
+
 Measured here (2 shared cores, --threads 1, both sides in one process, equal settings):
   GPT-2 small shape, random weights, 12 layers, 4 x 256 tokens, 6144 latents, 10 epochs, batch 256
     Top-K 32:  lab 41.3 s, seed-style 202.3 s: 4.90x (forward 20.0x, SAE training 3.65x)
@@ -148,10 +156,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--skip-seed", action="store_true", help="time the lab side only")
+    ap.add_argument("--ray", action="store_true", help="in process vs local Ray tasks instead")
+    ap.add_argument("--ray-cpus", default="1", help="with --ray: cores per task, e.g. 1,2")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
+    if args.ray:
+        return ray_compare(args)
 
     if args.model:
         from lab import corpus
@@ -207,6 +219,37 @@ def main() -> None:
           f"held-out {mean['val_nmse']:.4f}")
     print(f"ratio (seed-style / lab): {seed_total / lab_total:.2f}x   "
           f"forward {fwd / lab_fwd:.1f}x, SAE training {sae_s / (lab_total - lab_fwd):.2f}x")
+
+
+def ray_compare(args) -> None:
+    """The same sweep in process and as Ray tasks: wall times, Ray's start-up, row differences."""
+    from dataclasses import replace
+
+    from lab.models import load_model
+    lm = load_model(args.model or "tiny-gpt2", "cpu")
+    cfg = laminar.preset("quick", layers=tuple(range(min(args.layers, lm.n_layers))))
+    t0 = time.perf_counter()
+    here = laminar.run(lm, cfg).rows
+    print(f"{lm.name}, quick preset, layers {cfg.layers}, {torch.get_num_threads()} threads")
+    print(f"in process:          {time.perf_counter() - t0:6.1f} s")
+    import ray
+    t0 = time.perf_counter()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    print(f"ray.init (local):    {time.perf_counter() - t0:6.1f} s  ({ray.cluster_resources()['CPU']:g} CPUs)")
+    for cpus in (int(c) for c in args.ray_cpus.split(",")):
+        for run in ("first", "again"):   # the first run of all also starts the workers
+            t0 = time.perf_counter()
+            there = laminar.run(lm, replace(cfg, ray="local", ray_cpus=cpus)).rows
+            print(f"ray, {cpus} CPU/task, {run}: {time.perf_counter() - t0:6.1f} s  {_diff(here, there)}")
+    ray.shutdown()
+
+
+def _diff(a, b) -> str:
+    cols = ["density", "dead_fraction", "mse", "nmse", "val_nmse", "l0"]
+    if a[cols].equals(b[cols]):
+        return "rows identical"
+    rel = ((a[cols] - b[cols]).abs() / a[cols].abs().clip(lower=1e-30)).max().max()
+    return f"rows differ: max relative difference {rel:.2g}"
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 
 import pandas as pd
 import streamlit as st
 
 from lab import corpus, laminar, registry
 from lab.charts import laminar as charts
-from lab.experiment import replace_paths
+from lab.experiment import field_of, replace_paths
 from lab.laminar import LaminarConfig
+from lab.models import available_devices
 from ui import widgets
 from ui.common import current_model, first_line, seed
 from ui.jobs import Job, job_result, run_live
@@ -162,11 +164,26 @@ def _settings(source: dict) -> LaminarConfig:
         l1 = _preset_number(c[5], "L1 weight", name, "sae.l1", "l1", 0.0, 1.0, step=1e-3,
                             format="%.4f", disabled=activation == "topk")
     try:
-        return replace_paths(laminar.PRESETS[name], {**values, **source, "sae.activation": activation,
+        return replace_paths(laminar.PRESETS[name], {**values, **source, **_where(),
+                                                    "sae.activation": activation,
                                                     "sae.l1": float(l1), "seed": seed()})
     except ValueError as e:
         st.error(first_line(e))
         st.stop()
+
+
+def _where() -> dict:
+    """The SAEs' device (those torch sees here), and the Ray cluster when the server names one
+    in LAB_RAY_ADDRESS."""
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    device = c1.radio("SAE device", available_devices(), key="lam_sae_device", horizontal=True,
+                      help=field_of(LaminarConfig, "sae_device").help)
+    address = os.environ.get("LAB_RAY_ADDRESS", "")
+    cluster = bool(address) and c2.checkbox(
+        "Run on the cluster", key="lam_cluster",
+        help=f"Train each layer's SAE as a task on the Ray cluster at {address} (the server's "
+             "LAB_RAY_ADDRESS): layers train side by side, rows arrive as they finish.")
+    return {"sae_device": device, "ray": "env" if cluster else ""}
 
 
 def _use(name: str, n_windows: int, window_len: int) -> None:
@@ -188,20 +205,25 @@ def _fits(ids, cfg: LaminarConfig) -> bool:
 
 
 @st.cache_data(show_spinner="Measuring this machine's speed…", max_entries=16)
-def _rates(model_name: str, device: str, window_len: int, sae, _lm):
-    return laminar.measure_rates(_lm, LaminarConfig(window_len=window_len, sae=sae))
+def _rates(model_name: str, device: str, sae_device: str, window_len: int, sae, _lm):
+    cfg = LaminarConfig(window_len=window_len, sae=sae, sae_device=sae_device)
+    return laminar.measure_rates(_lm, cfg)
 
 
 def _estimate(cfg: LaminarConfig) -> None:
-    rates = _rates(lm.name, str(lm.device), cfg.window_len, cfg.sae, lm)
+    where = "this machine's CPU" if cfg.ray else str(cfg.device_of(lm))
+    rates = _rates(lm.name, str(lm.device), "cpu" if cfg.ray else cfg.sae_device, cfg.window_len,
+                   cfg.sae, lm)
     est = laminar.estimate(lm, cfg, rates)
     bound = (" The ReLU + L1 rate was measured on dense steps; real codes go sparse after a "
              "few epochs and train faster, so this is an upper bound."
              if cfg.sae.activation == "relu" else "")
+    cluster = (" On the cluster the layers train side by side: the SAE part shrinks by the "
+               "number of tasks running at once." if cfg.ray else "")
     st.markdown(f"**Estimated time: about {laminar.format_duration(est.total_seconds)}** — forward "
                 f"passes {est.capture_gflop:,.3g} GFLOP at a measured {est.forward_gflops:,.3g} "
                 f"GFLOP/s, then {est.n_layers} SAEs x {est.layer_gflop:,.3g} GFLOP at "
-                f"{est.sae_gflops:,.3g} GFLOP/s.{bound}")
+                f"{est.sae_gflops:,.3g} GFLOP/s on {where}.{bound}{cluster}")
 
 
 # ---------------------------------------------------------------- run and results

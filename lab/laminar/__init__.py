@@ -11,6 +11,12 @@
     estimate(lm, cfg, measure_rates(lm, cfg))   the time before Run (FLOPs / measured rates)
     shape_summary(rows), describe_shape(row)     the curves' shape in words
 
+Where it runs (config fields that leave the rows as they are): `sae_device` (the SAEs train on
+cpu, cuda or mps; the activations stay there while they fit in `memory_fraction` of its free
+memory, else they go over a batch at a time), `ray` (each layer a Ray task: lab.laminar.cluster,
+imported only then), `run_dir` / `resume` / `keep_saes` (each finished layer written as it
+completes, lab.laminar.store; a resumed sweep skips the layers already there).
+
 Position 0 of every window is dropped: the first token of a sequence carries outlier
 activations that have nothing to do with the text (the seed notes it; any attention sink does).
 Raw MSE grows with a layer's activation scale; normalized MSE (MSE / variance of the
@@ -24,9 +30,10 @@ from lab.laminar.cost import (Estimate, estimate, format_duration, forward_flops
                               measure_rates, sae_flops)
 from lab.laminar.result import LaminarResult, corpus_windows, run
 from lab.laminar.shape import describe_shape, shape_summary
-from lab.laminar.train import COLUMNS, frame, sweep, train_layer
+from lab.laminar.store import RunFolder
+from lab.laminar.train import COLUMNS, code_density, fit_layer, frame, sweep, train_layer
 
-__all__ = ["COLUMNS", "PRESETS", "Estimate", "LaminarConfig", "LaminarResult", "capture_mlp_out",
-           "corpus_windows", "describe_shape", "estimate", "format_duration", "forward_flops",
-           "frame", "layer_flops", "measure_rates", "preset", "run", "sae_flops", "shape_summary",
-           "sweep", "train_layer"]
+__all__ = ["COLUMNS", "PRESETS", "Estimate", "LaminarConfig", "LaminarResult", "RunFolder",
+           "capture_mlp_out", "code_density", "corpus_windows", "describe_shape", "estimate",
+           "fit_layer", "format_duration", "forward_flops", "frame", "layer_flops",
+           "measure_rates", "preset", "run", "sae_flops", "shape_summary", "sweep", "train_layer"]

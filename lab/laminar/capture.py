@@ -16,12 +16,12 @@ def check_context(lm: LabModel, window_len: int) -> None:
 
 @torch.no_grad()
 def capture_mlp_out(lm: LabModel, windows: torch.Tensor, layers: list[int] | None = None,
-                    forward_batch: int = 2, on_batch: Callable[[int, int], None] | None = None
-                    ) -> torch.Tensor:
+                    forward_batch: int = 2, on_batch: Callable[[int, int], None] | None = None,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
     """MLP outputs of `layers` (default all) over token windows [n, T], position 0 dropped.
 
     Each forward captures every requested layer at once and stops after the deepest one.
-    Returns float32 on the CPU: [len(layers), n * (T - 1), d_model].
+    Returns float32 on `device` (default the CPU): [len(layers), n * (T - 1), d_model].
     """
     layers = list(range(lm.n_layers)) if layers is None else list(layers)
     if windows.ndim != 2 or windows.shape[1] < 2:
@@ -29,13 +29,13 @@ def capture_mlp_out(lm: LabModel, windows: torch.Tensor, layers: list[int] | Non
     check_context(lm, windows.shape[1])
     n, T = windows.shape
     names = [mlp_out(L) for L in layers]
-    out = torch.empty(len(layers), n, T - 1, lm.d_model)
+    out = torch.empty(len(layers), n, T - 1, lm.d_model, device=device)
     starts = range(0, n, forward_batch)
     for b, i in enumerate(starts):
         ids = windows[i:i + forward_batch].to(lm.device)
         cache = run_with_hooks(lm, names, input_ids=ids, stop_early=True, detach=True)
         for j, name in enumerate(names):
-            out[j, i:i + forward_batch] = cache[name][:, 1:].float().cpu()   # drop position 0
+            out[j, i:i + forward_batch] = cache[name][:, 1:].float().to(out.device)   # drop pos. 0
         if on_batch is not None:
             on_batch(b + 1, len(starts))
     return out.reshape(len(layers), n * (T - 1), lm.d_model)

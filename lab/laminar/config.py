@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+import torch
 
 from lab.experiment import param, replace_paths, share_seed, validate
-from lab.models import LabModel
+from lab.models import LabModel, resolve_device
 from lab.sae import SAEConfig
+from lab.sae.train import as_device
 
 # The SAE every layer gets: tied ReLU + L1 (the seed's ~8x latents and 75 epochs are the "full"
 # preset; the defaults are the "quick" one, what the page and the CLI start from). The L1 weight
@@ -34,15 +38,47 @@ class LaminarConfig:
                                 "the same on every layer)")
     seed: int = param(0, "random seed: the windows, and each SAE's init, split and shuffling",
                       min=0)
+    # where and how it runs: the rows do not depend on these (off the CPU up to float rounding;
+    # tf32 more than that)
+    sae_device: Literal["auto", "cpu", "cuda", "mps"] = param(
+        "auto", "where each SAE trains: auto = the model's device (on Ray: a GPU when the "
+                "cluster has them, else the CPU)")
+    memory_fraction: float = param(0.5, "activations stay on the SAE's device while they fit in "
+                                        "this fraction of its free memory; beyond it they stay "
+                                        "on the CPU and go over one batch at a time", gt=0, max=1)
+    tf32: bool = param(False, "CUDA only: TF32 matmuls in SAE training (faster on recent GPUs; "
+                              "the gpu test holds the rows to 1e-2 relative of float32)")
+    ray: str = param("", "train each layer's SAE as a Ray task: 'local' starts Ray on this "
+                         "machine, 'auto' joins the cluster it belongs to, HOST:PORT or "
+                         "ray://HOST:10001 another one, 'env' the address in LAB_RAY_ADDRESS; "
+                         "empty: in this process, without Ray")
+    ray_cpus: int = param(1, "CPU cores (torch threads) per layer task on Ray", min=1)
+    run_dir: str = param("", "folder that gets each finished layer as it completes (run.json, "
+                             "one JSON per layer, layers.csv); empty: none")
+    resume: str = param("", "run folder of an interrupted sweep: its finished layers are kept "
+                            "and skipped, the others are trained and added there")
+    keep_saes: bool = param(False, "also save each layer's SAE in the run folder (the lab's "
+                                   "format plus SAELens's files)")
 
     def __post_init__(self):
         validate(self)
         share_seed(self, "sae")
         if self.url and self.text:
             raise ValueError("Give a Wikipedia url or a text, not both.")
+        if self.tf32 and self.sae_device in ("cpu", "mps"):
+            raise ValueError(f"tf32 is a CUDA setting; the SAEs train on {self.sae_device}.")
+        if self.run_dir and self.resume and self.run_dir != self.resume:
+            raise ValueError("Give run_dir for a new sweep or resume for an old one, not two folders.")
+        if self.keep_saes and not self.folder:
+            raise ValueError("keep_saes needs a run folder (run_dir or resume) to save the SAEs in.")
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)
                                         or min(self.layers) < 0):
             raise ValueError("layers must be distinct non-negative layer indices (or None for all)")
+
+    @property
+    def folder(self) -> str:
+        """The run folder ("" for none): the one resumed, else run_dir."""
+        return self.resume or self.run_dir
 
     @property
     def n_tokens(self) -> int:
@@ -54,6 +90,18 @@ class LaminarConfig:
         if layers[-1] >= lm.n_layers:
             raise ValueError(f"layer {layers[-1]} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
         return layers
+
+    def device_of(self, lm: LabModel) -> torch.device:
+        """Where the SAEs train in this process: the model's device for "auto"; a named one must
+        be present here (one sentence if not)."""
+        try:
+            device = lm.device if self.sae_device == "auto" else resolve_device(self.sae_device)
+        except ValueError as e:
+            raise ValueError(f"sae_device: {e}") from None
+        device = as_device(device)
+        if self.tf32 and device.type != "cuda":
+            raise ValueError(f"tf32 is a CUDA setting; the SAEs would train on {device.type}.")
+        return device
 
 
 # "quick" (the defaults): the trend in ~2 min on 2 CPU cores (smollm2-135m, measured 2 min 17 s);

@@ -59,7 +59,8 @@ class Estimate:
 
 
 def measure_rates(lm: LabModel, cfg: LaminarConfig) -> tuple[float, float]:
-    """(forward GFLOP/s, SAE GFLOP/s) from one short forward and two short SAE epochs.
+    """(forward GFLOP/s, SAE GFLOP/s) from one short forward and two short SAE epochs, the
+    SAE on the device it will train on (cfg.device_of; on Ray, this machine's stands in).
 
     The SAE runs on random rows, where a ReLU code stays dense: for "relu" the rate is that of
     dense steps, so the estimate is an upper bound (real codes go sparse and run faster).
@@ -78,7 +79,8 @@ def measure_rates(lm: LabModel, cfg: LaminarConfig) -> tuple[float, float]:
     scfg = replace(cfg.sae, n_latents=n_latents, epochs=2, val_fraction=0.0)
     acts = torch.randn(rows, lm.d_model, generator=torch.Generator().manual_seed(0))
     secs = []
-    train_sae(acts, scfg, on_epoch=lambda r: secs.append(r["seconds"]))
+    device = torch.device("cpu") if cfg.ray else cfg.device_of(lm)
+    train_sae(acts, scfg, on_epoch=lambda r: secs.append(r["seconds"]), device=device)
     epoch_seconds = max(secs[1] - secs[0], 1e-6)
     s_rate = 12 * rows * lm.d_model * n_latents / epoch_seconds / 1e9
     return f_rate, s_rate

@@ -13,6 +13,7 @@ from lab.experiment import OnProgress, Progress, record, report
 from lab.laminar.capture import check_context
 from lab.laminar.config import LaminarConfig
 from lab.laminar.shape import describe_shape, shape_summary
+from lab.laminar.store import RunFolder
 from lab.laminar.train import sweep
 from lab.models import LabModel
 
@@ -30,6 +31,7 @@ class LaminarResult:
     threads: int              # torch CPU threads during the run
     fitted: bool = False      # the corpus was too short and `fit` shrank the windows
     finished: bool = True
+    resumed: tuple[int, ...] = ()   # layers read back from the run folder, not trained here
 
     @property
     def shape(self) -> pd.DataFrame:
@@ -43,7 +45,8 @@ class LaminarResult:
         rec = record("laminar", self.config, self.model, corpus=self.corpus,
                      n_layers=self.n_layers, fitted=self.fitted, finished=self.finished,
                      wall_seconds=round(self.wall_seconds, 2), threads=self.threads,
-                     rows=_plain(self.rows), shape=_plain(self.shape))
+                     resumed_layers=list(self.resumed), rows=_plain(self.rows),
+                     shape=_plain(self.shape))
         return json.loads(json.dumps(rec))   # tuples as lists: the record equals its JSON
 
     def brief(self) -> dict:
@@ -58,6 +61,9 @@ class LaminarResult:
                                           f"{r['seconds']:.1f} s")
         for s in self.shape.to_dict(orient="records"):
             out["shape"] = describe_shape(s)
+        if cfg.folder:
+            out["run folder"] = cfg.folder + (f" ({len(self.resumed)} layers resumed)"
+                                              if self.resumed else "")
         return out | {"layers": f"{len(self.rows)} of {self.n_layers}",
                       "wall_seconds": round(self.wall_seconds, 2), "threads": self.threads}
 
@@ -80,6 +86,8 @@ def _prepare(lm: LabModel, cfg: LaminarConfig) -> tuple[LaminarConfig, torch.Ten
     check_context(lm, cfg.window_len)
     cfg.layers_of(lm)
     cfg.sae.latents_for(lm.d_model)   # k <= latents
+    if not cfg.ray:
+        cfg.device_of(lm)             # a Ray cluster is checked when the sweep joins it
     article = article_for(cfg.url, cfg.text)
     ids = tokenize(lm.tokenizer, article.text)
     try:
@@ -96,13 +104,16 @@ def run(lm: LabModel, cfg: LaminarConfig, on_progress: OnProgress | None = None)
     """The profile of `lm` under `cfg`; Progress in layers, its partial a LaminarResult of the
     layers finished so far (what a Stop keeps)."""
     ran, windows, corpus = _prepare(lm, cfg)
+    store = RunFolder.open(ran, lm.name, corpus)
+    resumed = tuple(r["layer"] for r in store.rows()) if store else ()
     t0 = time.perf_counter()
 
     def result(rows: pd.DataFrame, finished: bool) -> LaminarResult:
         return LaminarResult(lm.name, ran, rows, corpus, lm.n_layers, time.perf_counter() - t0,
-                             torch.get_num_threads(), fitted=ran != cfg, finished=finished)
+                             torch.get_num_threads(), fitted=ran != cfg, finished=finished,
+                             resumed=resumed)
 
     def relay(p: Progress) -> None:
         report(on_progress, p.done, p.total, p.unit, p.message, result(p.partial, finished=False))
 
-    return result(sweep(lm, windows, ran, relay if on_progress else None), finished=True)
+    return result(sweep(lm, windows, ran, relay if on_progress else None, store), finished=True)

@@ -19,6 +19,11 @@ import torch.nn.functional as F
 # step, 256 x 576 rows, 4608 latents, 1 thread): dense 123-136 at any density; sparse 49 at
 # 1%, 57 at 3%, 76 at 5%, 149 at 8%.
 SPARSE_CUTOFF = 0.05
+# Device types that have every kernel the sparse step calls (sparse_sampled_addmm, the CSR x
+# dense addmm, _embedding_bag, index_add / index_put, bincount, repeat_interleave: each has a
+# CPU and a CUDA kernel, per the `*_cuda` entries in ATen's ops headers of torch 2.13).
+# Elsewhere (mps) every step takes the dense path.
+SPARSE_DEVICES = ("cpu", "cuda")
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
@@ -51,7 +56,7 @@ class _SparseCode(torch.autograd.Function):
             g_code = g_code + g_vals
         g_pre = g_code * (vals > 0)                                      # ReLU'
         xc = xs - b_dec
-        g_b_enc = torch.zeros_like(W_enc[:, 0]).index_add_(0, cols, g_pre)
+        g_b_enc = _sum_by_latent(cols, g_pre, W_enc)
         by_latent = _by_latent(crow, cols, L)
         if W_dec is None:   # tied: one product for both roles (rows read xc, write g)
             g_w_enc = _scatter_rows(by_latent, [g_pre, vals], [xc, g])
@@ -98,6 +103,16 @@ class _DenseCode(torch.autograd.Function):
         return None, g_b_dec, g_w_enc, g_b_enc, g_w_dec
 
 
+def _sum_by_latent(cols: torch.Tensor, values: torch.Tensor, W_enc: torch.Tensor) -> torch.Tensor:
+    """[latents]: the sum of `values` per latent, in the same order on every run. The CPU's
+    index_add_ adds entry by entry; CUDA's uses atomics (an order that changes from run to
+    run), its index_put_ with accumulate sorts the entries first."""
+    out = torch.zeros_like(W_enc[:, 0])
+    if out.is_cuda:
+        return out.index_put_((cols,), values, accumulate=True)
+    return out.index_add_(0, cols, values)
+
+
 def _csr(crow, cols, values, shape) -> torch.Tensor:
     return torch.sparse_csr_tensor(crow, cols, values, size=shape, check_invariants=False)
 
@@ -105,15 +120,16 @@ def _csr(crow, cols, values, shape) -> torch.Tensor:
 def _sampled_rows_dot(crow: torch.Tensor, cols: torch.Tensor, g: torch.Tensor,
                       w: torch.Tensor) -> torch.Tensor:
     """out[e] = <w[cols[e]], g[row of e]> for every entry e of the CSR pattern -> [nnz]."""
-    pattern = _csr(crow, cols, torch.zeros(cols.numel(), dtype=g.dtype), (g.shape[0], w.shape[0]))
+    zeros = torch.zeros(cols.numel(), dtype=g.dtype, device=g.device)
+    pattern = _csr(crow, cols, zeros, (g.shape[0], w.shape[0]))
     return torch.sparse.sampled_addmm(pattern, g, w.T, beta=0.0).values()
 
 
 def _by_latent(crow: torch.Tensor, cols: torch.Tensor, n_latents: int):
     """The entries grouped by latent: (order, batch row of each, CSR row pointers)."""
-    rows = torch.repeat_interleave(torch.arange(crow.numel() - 1), crow.diff())
+    rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow.diff())
     order = torch.argsort(cols, stable=True)          # by latent, then by batch row
-    lat_crow = torch.zeros(n_latents + 1, dtype=torch.int64)
+    lat_crow = torch.zeros(n_latents + 1, dtype=torch.int64, device=cols.device)
     lat_crow[1:] = torch.bincount(cols, minlength=n_latents).cumsum(0)
     return order, rows[order], lat_crow
 
@@ -129,5 +145,5 @@ def _scatter_rows(by_latent, coefs: list[torch.Tensor], inputs: list[torch.Tenso
     dense = torch.stack(inputs, 1).reshape(R * B, -1)
     # into a fresh uninitialised buffer with beta=0: `S @ dense` would zero-fill a result and
     # copy it twice more (8 ms vs 3 ms CPU for 6144 x 768, measured)
-    out = torch.empty(S.shape[0], dense.shape[1], dtype=dense.dtype)
+    out = torch.empty(S.shape[0], dense.shape[1], dtype=dense.dtype, device=dense.device)
     return torch.addmm(out, S, dense, beta=0, out=out)

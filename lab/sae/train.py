@@ -3,9 +3,15 @@
 Each step takes the sparse path of lab.sae.kernels (or a dense one while a ReLU code is too
 dense for it); the loss is lab.sae.model.loss_terms. `SAETrainer` runs one epoch at a time
 (the bench interleaves trainers); `train_sae` loops it and reports each epoch's row.
+
+Training runs on the device asked for (default the CPU). The seeded parts (init, split,
+shuffling) are drawn on the CPU whatever the device, so a run on another device differs from
+the CPU's only by float rounding. The rows stay on the device when they fit in
+`memory_fraction` of its free memory, else on the CPU, moved to the device a batch at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,7 +20,7 @@ import pandas as pd
 import torch
 
 from lab.sae.config import SAEConfig
-from lab.sae.kernels import SPARSE_CUTOFF, _DenseCode
+from lab.sae.kernels import SPARSE_CUTOFF, SPARSE_DEVICES, _DenseCode
 from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae,
                            loss_terms)
 
@@ -28,9 +34,10 @@ class _Tally:
     mse: float = 0.0
     l0: float = 0.0
     fired: torch.Tensor = field(default=None)
+    device: torch.device | str = "cpu"
 
     def __post_init__(self):
-        self.fired = torch.zeros(self.n_latents, dtype=torch.bool)
+        self.fired = torch.zeros(self.n_latents, dtype=torch.bool, device=self.device)
 
     def add(self, loss: float, mse: float, rows: int, vals: torch.Tensor,
             cols: torch.Tensor | None) -> None:
@@ -55,6 +62,7 @@ class _Tally:
 def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool):
     """(recon, values, cols or None): the sparse step, or plain autograd when `dense` or
     when the ReLU code turns out too dense."""
+    dense = dense or xs.device.type not in SPARSE_DEVICES
     code = None if dense else sae.active_code(xs)
     if code is None:
         if sae.activation == "relu":
@@ -87,8 +95,10 @@ def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
 
 @torch.no_grad()
 def _evaluate(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig) -> _Tally:
-    tally = _Tally(sae.n_latents)
+    device = sae.W_enc.device
+    tally = _Tally(sae.n_latents, device=device)
     for chunk in xs.split(EVAL_CHUNK):
+        chunk = chunk.to(device)   # a no-op for rows already there
         recon, vals, cols = _forward(sae, chunk, dense=False)
         loss, mse = loss_terms(sae, chunk, recon, vals, cfg.l1)
         tally.add(loss.item(), mse.item(), chunk.shape[0], vals, cols)
@@ -109,17 +119,28 @@ class SAETrainer:
 
     Rows are split once into train and validation (seeded); each epoch reshuffles the
     training rows, takes one Adam(fused) step per batch and scores the validation rows.
+    `device` is where the SAE trains (default: where a given `sae` is, else the CPU); a given
+    `sae` is moved there in place, so the caller's handle follows. `streamed`: the rows stayed
+    on the CPU and go to the device a batch at a time.
     """
 
-    def __init__(self, acts: torch.Tensor, cfg: SAEConfig, sae: SparseAutoencoder | None = None):
-        acts = as_rows(acts)
+    def __init__(self, acts: torch.Tensor, cfg: SAEConfig, sae: SparseAutoencoder | None = None,
+                 device: str | torch.device | None = None, memory_fraction: float = 0.5):
+        if device is None and sae is not None:
+            device = sae.W_enc.device   # a given SAE trains where it is
+        self.device = as_device(device)
+        acts = rows_on(acts, self.device)
         if acts.shape[0] < 2:
             raise ValueError(f"need at least 2 rows of activations to train, got {acts.shape[0]}")
         self.cfg = cfg
-        self.sae = sae if sae is not None else init_sae(acts, cfg)
-        train_idx, val_idx = split_rows(acts.shape[0], cfg)
-        xs = acts / self.sae.scale                      # normalized once, not per batch
-        self.train, self.val = xs[train_idx], xs[val_idx]
+        self.sae = (sae if sae is not None else init_sae(acts, cfg)).to(self.device)
+        train_idx, val_idx = (i.to(acts.device) for i in split_rows(acts.shape[0], cfg))
+        # rows already on the device stay; else they go there if they fit, or stream
+        self.streamed = acts.device != self.device and not fits(
+            self.device, acts.numel() * acts.element_size(), memory_fraction)
+        home = torch.device("cpu") if self.streamed else self.device
+        xs = acts / self.sae.scale.to(acts.device)      # normalized once, not per batch
+        self.train, self.val = xs[train_idx].to(home), xs[val_idx].to(home)
         self.var_train, self.var_val = _variance(acts[train_idx]), _variance(acts[val_idx])
         self.opt = torch.optim.Adam(self.sae.parameters(), lr=cfg.lr, fused=True)
         self.gen = torch.Generator().manual_seed(cfg.seed + 2)
@@ -130,10 +151,11 @@ class SAETrainer:
         """One pass over the training rows; returns the epoch's metrics (`on_epoch` row)."""
         t0 = time.perf_counter()
         scale2 = float(self.sae.scale) ** 2
-        tally = _Tally(self.sae.n_latents)
-        order = torch.randperm(self.train.shape[0], generator=self.gen)
+        tally = _Tally(self.sae.n_latents, device=self.device)
+        order = torch.randperm(self.train.shape[0], generator=self.gen).to(self.train.device)
         for batch in order.split(self.cfg.batch_size):
-            self.dense = _step(self.sae, self.opt, self.train[batch], self.cfg, tally, self.dense)
+            xs = self.train[batch].to(self.device)   # streamed rows: one batch at a time
+            self.dense = _step(self.sae, self.opt, xs, self.cfg, tally, self.dense)
         self.epochs_done += 1
         row = {"epoch": self.epochs_done, "epochs": self.cfg.epochs,
                **tally.metrics(scale2, self.var_train)}
@@ -146,15 +168,17 @@ class SAETrainer:
 
 
 def train_sae(acts: torch.Tensor, cfg: SAEConfig, on_epoch: Callable[[dict], None] | None = None,
-              sae: SparseAutoencoder | None = None) -> tuple[SparseAutoencoder, pd.DataFrame]:
+              sae: SparseAutoencoder | None = None, device: str | torch.device | None = None,
+              memory_fraction: float = 0.5) -> tuple[SparseAutoencoder, pd.DataFrame]:
     """Train an SAE on `acts` [n_tokens, d_in] (float32).
 
     `on_epoch(row)` is called after each epoch with that epoch's metrics (train and `val_`
     prefixed, plus epoch, epochs, seconds). Pass `sae` (from `init_sae`) to keep a handle on
     the model while it trains: a caller that is interrupted still has the model so far.
+    `device`, `memory_fraction`: see SAETrainer (the SAE is returned on `device`).
     Returns (sae, history): one row per (epoch, split) with loss, mse, nmse, l0, dead_fraction.
     """
-    trainer = SAETrainer(acts, cfg, sae)
+    trainer = SAETrainer(acts, cfg, sae, device, memory_fraction)
     rows = []
     for _ in range(cfg.epochs):
         rows.append(trainer.epoch())
@@ -172,6 +196,55 @@ def history_frame(rows: list[dict]) -> pd.DataFrame:
         if f"val_{metrics[0]}" in r:
             out.append({"epoch": r["epoch"], "split": "val", **{m: r[f"val_{m}"] for m in metrics}})
     return pd.DataFrame(out, columns=["epoch", "split", *metrics])
+
+
+# ---------------------------------------------------------------- devices
+
+def as_device(device: str | torch.device | None) -> torch.device:
+    """A device with its index ("cuda" -> "cuda:0"), so it compares equal to a tensor's."""
+    device = torch.device(device or "cpu")
+    if device.index is None and device.type != "cpu":
+        return torch.device(device.type, torch.cuda.current_device() if device.type == "cuda" else 0)
+    return device
+
+
+def rows_on(acts: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """as_rows (float32 [rows, d_in], finite), without a trip through the CPU for rows that
+    are already on the (non-CPU) `device`."""
+    acts = torch.as_tensor(acts).detach()
+    if acts.device.type == "cpu" or acts.device != device:
+        return as_rows(acts)
+    acts = acts.float()
+    if acts.ndim != 2 or not torch.isfinite(acts).all():
+        return as_rows(acts)   # its one-sentence error
+    return acts
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Free memory of an accelerator (None for the CPU: rows already sit in its memory)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "mps":
+        return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+    return None
+
+
+def fits(device: torch.device, nbytes: int, fraction: float) -> bool:
+    """Whether `nbytes` fit in `fraction` of the device's free memory (always, on the CPU)."""
+    free = free_bytes(device)
+    return free is None or nbytes <= fraction * free
+
+
+@contextlib.contextmanager
+def matmul_precision(tf32: bool):
+    """TF32 matmuls on CUDA inside the block (float32 storage, ~10-bit mantissa products);
+    the process-wide setting comes back afterwards."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _variance(x: torch.Tensor) -> float:
