@@ -328,3 +328,80 @@ def test_an_sae_latent_is_a_target(tiny, tmp_path):
         cfg_tiny(sae=folder, index=96).check(tiny)
     with pytest.raises(ValueError, match="set hook to blocks.1.hook_resid_post"):
         cfg_tiny(sae=folder, hook=hooks.resid_post(0)).check(tiny)
+
+
+# ---------------------------------------------------------------- the pages (AppTest)
+
+def _chart_frames(at) -> list:
+    import pyarrow as pa
+    out = []
+    for c in at.get("vega_lite_chart"):
+        out.append([pa.ipc.open_stream(d.data.data).read_pandas() for d in c.proto.datasets])
+    return out
+
+
+def _page(path: str, prefix: str, **sliders):
+    from conftest import app_test
+    at = app_test(path)
+    for key, value in sliders.items():
+        widget = at.radio(key=f"{prefix}_{key}") if key == "method" else at.slider(key=f"{prefix}_{key}")
+        widget.set_value(value)
+        at.run()
+    return at
+
+
+def test_activation_max_page_discrete_shows_prompts_and_the_bar():
+    at = _page("views/activation_max.py", "am", method="discrete", layer=1, index=5, steps=10,
+               candidates=16)
+    assert at.select_slider(key="am_lr").disabled                  # discrete has no Adam
+    at.button(key="am_run").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Best prompt's activation"]) > float(metrics["Start activation"])
+    assert "Corpus's best window" in metrics and "nats" in metrics["Its cross-entropy"]
+    tables = [d.value for d in at.dataframe]
+    assert any("survives_retokenize" in t.columns and len(t) == 1 for t in tables)
+    assert any("source" in t.columns and len(t) == 5 for t in tables)        # the bar's windows
+    sources = set().union(*(set(f.source) for fs in _chart_frames(at) for f in fs if "source" in f))
+    assert {"optimized prompts (real tokens)", "corpus's best windows", "random tokens"} <= sources
+    assert any("Look for: whether the best prompt beats" in c.value for c in at.caption)
+    assert any("search step" in json.dumps(json.loads(c.proto.spec)) for c in at.get("vega_lite_chart"))
+
+
+def test_activation_max_page_epo_draws_the_frontier():
+    at = _page("views/activation_max.py", "am", method="epo", layer=1, index=5, steps=10,
+               candidates=24)
+    at.button(key="am_run").click().run()
+    assert not at.exception, at.exception
+    specs = [json.dumps(json.loads(c.proto.spec)) for c in at.get("vega_lite_chart")]
+    assert any("cross-entropy of the prompt" in s for s in specs)
+    assert any("Look for: the price of fluency" in c.value for c in at.caption)
+
+
+def test_reproducibility_page_offers_pez_and_discrete():
+    at = _page("views/reproducibility.py", "rp", method="discrete", layer=1, index=5, steps=10,
+               restarts=3, candidates=16)
+    assert at.radio(key="rp_method").options == ["continuous (free vectors)",
+                                                 "PEZ (nearest tokens)", "discrete (token swaps)"]
+    at.button(key="rp_run").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Unique tokens, optimized"].endswith("of 15")
+    assert any("random tokens, like discrete's starts" in m.value for m in at.markdown)
+
+
+def test_activation_max_page_targets_an_sae_latent(tiny, tmp_path):
+    from lab.sae.saelens import SAELensSAE, save_saelens
+    folder = str(save_saelens(SAELensSAE(tiny.d_model, 40), tmp_path / "sae", hooks.mlp_out(0)))
+    at = _page("views/activation_max.py", "am")
+    at.radio(key="am_site").set_value("sae").run()
+    assert not at.exception and any("Name an SAE" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "am_run"]         # nothing to run yet
+    at.text_input(key="am_sae").input(folder).run()
+    assert not at.exception, at.exception
+    assert at.slider(key="am_index").label == "Latent" and at.slider(key="am_index").max == 39
+    assert any("40 latents" in c.value and "blocks.0.hook_mlp_out" in c.value for c in at.caption)
+    at.slider(key="am_steps").set_value(10)
+    at.button(key="am_run").click().run()
+    assert not at.exception, at.exception
+    assert any("SAE " + folder in c.value and "latent" in c.value for c in at.caption)

@@ -18,21 +18,30 @@ st.markdown(
     "optimizer and loss; only the starting noise differs). If the target stood for one "
     "clear idea, the restarts should land on the same tokens. We count how often they do, and "
     "compare with a **null control**: random vectors that were never optimized, decoded the "
-    "same way."
+    "same way. With **PEZ** or **discrete** the restarts' answers are real token sequences from "
+    "the start, so the question is asked again with a prior that keeps the input text-like."
 )
 
 lm = current_model()
 exp = registry.get("repro")
-cfg = settings(lm, ReproConfig, "actmax.", "rp", restarts=(2, 32), inputs=False)
-st.caption(f"{cfg.actmax.n_tokens} input tokens, loss −(mean over positions of the target) + "
-           f"λ‖x‖², Adam. Restart r starts from a generator seeded with (sidebar seed = {seed()}, "
-           f"r). The Activation maximization page explains the details: what each place in the "
-           f"model is, and how positions enter.")
+cfg = settings(lm, ReproConfig, "actmax.", "rp", restarts=(2, 32), inputs=False,
+               methods=("continuous", "pez", "discrete"))
+LOSS = {"continuous": "loss −(mean over positions of the target) + λ‖x‖², Adam",
+        "pez": "the same loss with every forward on the vectors' nearest tokens (PEZ)",
+        "discrete": "one-token swaps ranked by the one-hot gradient, the best kept (discrete)"}
+NULL = {"continuous": "random vectors that were never optimized, decoded the same way",
+        "pez": "random vectors never optimized, projected to their nearest tokens like PEZ's",
+        "discrete": "random tokens, like discrete's starts, never optimized"}
+st.caption(f"{cfg.actmax.n_tokens} input tokens, {LOSS[cfg.actmax.method]}. Restart r starts from "
+           f"a generator seeded with (sidebar seed = {seed()}, r). The Activation maximization "
+           f"page explains the details: what each place in the model is, how positions enter, "
+           f"and how each method works.")
 
 
 def _live(rec) -> None:
     am = cfg.actmax
-    st.altair_chart(charts.restart_curves(rec.history, am.index, am.steps, am.unit), width="stretch")
+    st.altair_chart(charts.restart_curves(rec.history, am.index, am.steps, am.unit, am.method),
+                    width="stretch")
 
 
 if st.button("Run", key="rp_run", type="primary", icon=":material/play_arrow:"):
@@ -65,16 +74,18 @@ if rep is not None:
                  help="‖x − x₀‖ / ‖x₀‖, mean over restarts and positions.")
     m2[3].metric("Final activation (min – max)",
                  f"{res.final.min():.1f} – {res.final.max():.1f}")
+    decoded = "prompt tokens" if rc.tokens else "decoded tokens"
     st.markdown(
-        f"Of the **{n_total}** decoded tokens ({rc.restarts} restarts × {rc.n_tokens} "
-        f"positions), **{n_opt}** are different; random unoptimized vectors give "
+        f"Of the **{n_total}** {decoded} ({rc.restarts} restarts × {rc.n_tokens} "
+        f"positions), **{n_opt}** are different; the null control ({NULL[rc.method]}) gives "
         f"**{n_null}**. The closer the two numbers, the less the optimization converges on "
         f"shared tokens. The seeds found 48 of 50 unique on GPT-2 small: almost no agreement. "
         f"The cosine between restarts' optimized vectors says whether they at least point the "
         f"same way in embedding space even when their nearest tokens differ; the cosine of their "
         f"*moves* (x − x₀) asks whether the gradient pushes every start in the same direction. "
-        f"**{rep.same_as_start} of {n_total}** decoded tokens are simply the nearest token of the "
-        f"random start (the vectors moved {res.moved.mean():.0%} of their length). "
+        f"**{rep.same_as_start} of {n_total}** {decoded} are simply "
+        f"{'the token the restart started with' if rc.tokens else 'the nearest token of the random start'} "
+        f"(the vectors moved {res.moved.mean():.0%} of their length). "
         + ("So most of what is decoded is the starting noise, not the target."
            if rep.same_as_start > n_total / 2 else
            "So the optimization did change what the vectors decode to.")

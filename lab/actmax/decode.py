@@ -15,6 +15,9 @@ from lab.models import LabModel
 
 TOP_K = 5                  # nearest vocabulary tokens reported per optimized vector
 N_RANDOM = 100             # random real-token sequences in the gap meter
+# the gap meter's rows (ActMaxResult.gap_frame), in the order its chart lists them
+GAP_SOURCES = ("optimized embeddings", "nearest tokens", "optimized prompts (real tokens)",
+               "corpus's best windows", "random tokens")
 
 
 def nearest(lm: LabModel, vectors: torch.Tensor, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:

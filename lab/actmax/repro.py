@@ -31,8 +31,10 @@ from lab.models import LabModel
 class ReproConfig:
     """Many restarts of one activation-maximization run, compared with each other."""
 
-    actmax: ActMaxConfig = param(ActMaxConfig(hook=resid_post(7), index=91, restarts=10),
-                                 "the activation-maximization run whose restarts are compared")
+    actmax: ActMaxConfig = param(ActMaxConfig(hook=resid_post(7), index=91, restarts=10,
+                                              corpus_top=0),
+                                 "the activation-maximization run whose restarts are compared "
+                                 "(no corpus bar by default: this page compares restarts)")
     seed: int = param(0, "random seed: restart r starts from a generator seeded with (seed, r); "
                          "the null control and the gap meter use their own streams of it", min=0)
 

@@ -11,16 +11,12 @@ import torch
 
 from lab.actmax.bar import Bar, cached_bar, corpus_bar
 from lab.actmax.config import ActMaxConfig
-from lab.actmax.decode import GapMeter, gap_meter, nearest_tokens
+from lab.actmax.decode import GAP_SOURCES, GapMeter, gap_meter, nearest_tokens
 from lab.actmax.optimize import Recorder, ascend, initial_embeddings
 from lab.actmax.prompts import Prompts, measure
 from lab.actmax.target import target_of
 from lab.experiment import OnProgress, record
 from lab.models import LabModel
-
-# the gap meter's rows, in the order the chart lists them
-GAP_SOURCES = ["optimized embeddings", "nearest tokens", "optimized prompts (real tokens)",
-               "corpus's best windows", "random tokens"]
 
 
 @dataclass(frozen=True)
@@ -103,9 +99,8 @@ class ActMaxResult:
         """The gap meter's dots (source, item, activation), with the token methods' prompts
         and the corpus's best windows; continuous keeps its optimum and nearest tokens."""
         f = self.gap.frame()
-        parts = [f] if self.prompts is None else [f[f.source == "random tokens"]]
-        extra = [("optimized prompts (real tokens)", self.prompts),
-                 ("corpus's best windows", self.bar.best if self.bar else None)]
+        parts = [f] if self.prompts is None else [f[f.source == GAP_SOURCES[4]]]
+        extra = [(GAP_SOURCES[2], self.prompts), (GAP_SOURCES[3], self.bar.best if self.bar else None)]
         parts += [pd.DataFrame({"source": name, "item": np.arange(len(p)),
                                 "activation": p.activation}) for name, p in extra if p is not None]
         return pd.concat(parts, ignore_index=True)

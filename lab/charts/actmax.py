@@ -9,6 +9,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from lab.actmax.decode import GAP_SOURCES
+
 MAX_POINTS_PER_LINE = 200   # thin long histories: a live chart is re-sent on every redraw
 
 
@@ -22,7 +24,12 @@ def thin(history: pd.DataFrame, max_points: int = MAX_POINTS_PER_LINE) -> pd.Dat
     return history[history.step.isin(keep)]
 
 
-UNITS = {"dim": "residual-stream units", "neuron": "MLP-neuron units"}   # by ActMaxConfig.unit
+UNITS = {"dim": "residual-stream units", "neuron": "MLP-neuron units",
+         "latent": "SAE-latent units"}                                   # by ActMaxConfig.unit
+STEP_TITLES = {"continuous": "Adam step (updates applied)",             # by ActMaxConfig.method
+               "pez": "Adam step on the continuous copy (forward on its nearest tokens)",
+               "discrete": "search step (the best one-token swap kept)",
+               "epo": "search step (the population chosen again)"}
 
 
 def series_names(index: int, unit: str = "dim") -> tuple[str, str]:
@@ -40,21 +47,23 @@ def _long(history: pd.DataFrame, index: int, unit: str) -> pd.DataFrame:
     return out.dropna(subset=["activation"])
 
 
-def _step_axes(unit: str, steps: int | None) -> dict:
-    """x = Adam step over the whole run (a live chart does not rescale as it grows), y = activation."""
+def _step_axes(unit: str, steps: int | None, method: str = "continuous") -> dict:
+    """x = the method's step over the whole run (a live chart does not rescale as it grows),
+    y = activation."""
     x_scale = alt.Scale(domain=[0, steps]) if steps else alt.Undefined
-    return {"x": alt.X("step:Q", title="Adam step (updates applied)", scale=x_scale),
+    return {"x": alt.X("step:Q", title=STEP_TITLES[method], scale=x_scale),
             "y": alt.Y("activation:Q", title=f"activation ({UNITS[unit]})")}
 
 
 def activation_curves(history: pd.DataFrame, index: int, steps: int | None = None,
-                      unit: str = "dim") -> alt.Chart:
-    """Target unit and its neighbours' mean against Adam step; one line per restart.
+                      unit: str = "dim", method: str = "continuous") -> alt.Chart:
+    """Target unit and its neighbours' mean against the step; one line per restart (epo: per
+    population member). Every point of pez, discrete and epo is a forward on real tokens.
 
     `steps` fixes the x range (the whole run), so a live chart does not rescale as it grows.
     """
     return alt.Chart(_long(history, index, unit)).mark_line(strokeWidth=1.5).encode(
-        **_step_axes(unit, steps),
+        **_step_axes(unit, steps, method),
         color=alt.Color("series:N", title=None, legend=alt.Legend(orient="top")),
         detail="restart:N",
         tooltip=["step", "restart", "series", alt.Tooltip("activation:Q", format=".3f")],
@@ -62,11 +71,11 @@ def activation_curves(history: pd.DataFrame, index: int, steps: int | None = Non
 
 
 def restart_curves(history: pd.DataFrame, index: int, steps: int | None = None,
-                   unit: str = "dim") -> alt.Chart:
+                   unit: str = "dim", method: str = "continuous") -> alt.Chart:
     """The target unit of every restart in its own colour; neighbours' means in grey."""
     nb_name = series_names(index, unit)[1]
     base = alt.Chart(_long(history, index, unit)).encode(
-        **_step_axes(unit, steps),
+        **_step_axes(unit, steps, method),
         tooltip=["step", "restart", "series", alt.Tooltip("activation:Q", format=".3f")])
     target = base.transform_filter(alt.datum.series != nb_name).mark_line(
         strokeWidth=1.5).encode(color=alt.Color("restart:N", title="restart",
@@ -88,12 +97,13 @@ def symlog_ticks(values) -> list[float]:
 
 
 def gap_chart(gap_frame: pd.DataFrame, index: int, unit: str = "dim") -> alt.Chart:
-    """Dot plot: optimum vs nearest real tokens vs random real tokens.
+    """Dot plot: the optimum, nearest real tokens, the token methods' prompts, the corpus's
+    best windows, random real tokens (the sources present, in that order).
 
     A symlog axis when the optimum is far beyond the rest (linear near 0, logarithmic far
     out), so both the optimum and the real tokens stay readable; a linear axis otherwise.
     """
-    order = ["optimized embeddings", "nearest tokens", "random tokens"]
+    order = [s for s in GAP_SOURCES if s in set(gap_frame.source)]
     wide = gap_frame.activation.abs().max() >= 20
     title = f"activation of {unit} {index} ({UNITS[unit]}"
     x = (alt.X("activation:Q", title=f"{title}, symlog scale)", scale=alt.Scale(type="symlog"),
@@ -155,3 +165,25 @@ def matrix_chart(pairs: pd.DataFrame, value: str, title: str) -> alt.Chart:
             text=alt.Text(f"{value}:Q", format=".1f"),
             color=alt.condition(f"abs(datum.{value}) > 0.6", alt.value("white"), alt.value("black")))
     return chart.properties(width=alt.Step(step), height=alt.Step(step))
+
+
+def frontier_chart(frontier: pd.DataFrame, members: pd.DataFrame,
+                   corpus: pd.DataFrame | None = None, unit: str = "dim") -> alt.Chart:
+    """EPO-lite: activation against cross-entropy. The frontier (no prompt has both a higher
+    activation and a lower cross-entropy) as a line, the population's members as dots coloured
+    by their fluency weight, the corpus's best windows as grey diamonds for scale."""
+    axes = {"x": alt.X("ce:Q", title="cross-entropy of the prompt under the model (nats per token)",
+                       scale=alt.Scale(zero=False)),
+            "y": alt.Y("activation:Q", title=f"activation ({UNITS[unit]})")}
+    tip = ["text", alt.Tooltip("activation:Q", format=".3f"), alt.Tooltip("ce:Q", format=".2f")]
+    line = alt.Chart(frontier.sort_values("ce")).mark_line(
+        point=alt.OverlayMarkDef(size=30), color="#555555").encode(
+        **axes, tooltip=tip)
+    dots = alt.Chart(members).mark_circle(size=110, opacity=0.85).encode(
+        **axes, color=alt.Color("lam:O", title="fluency weight λ", scale=alt.Scale(scheme="viridis")),
+        tooltip=["lam", *tip])
+    chart = line + dots
+    if corpus is not None and len(corpus):
+        chart += alt.Chart(corpus).mark_point(shape="diamond", size=90, color="#999999",
+                                              filled=True).encode(**axes, tooltip=["source", *tip])
+    return chart.properties(height=340)
