@@ -17,6 +17,15 @@ timing does not depend on the weights).
     python bench/actmax_bench.py                        # everything in full (~15 min on 2 idle cores)
     python bench/actmax_bench.py --baseline-steps 50    # seed-style timed on 50 steps/restart, x10 extrapolated
     python bench/actmax_bench.py --threads 1            # on a busy machine one thread avoids OpenMP spin-waits
+    python bench/actmax_bench.py --case discrete        # the discrete method on smollm2-135m (below)
+
+The discrete case (smollm2-135m, real weights; blocks.7.hook_resid_post dim 91, 5 tokens):
+one step's candidate evaluation, `candidates` prompts scored by `lab.actmax.evaluate` in
+one batched forward that stops after block 7, against a per-candidate loop at equal settings
+(the same function on one prompt at a time: the same forward, hook and numbers), and against
+a naive loop (HF's full model with output_hidden_states per candidate); the same with the
+fluency term (the full body and the LM head, for the cross-entropy); then seconds per step
+of `lab.actmax.run` with method discrete, without and with a fluency weight.
 
 Measured here (2026-11-23, idle 2-core machine, 2 threads, both sides in full): lab 92.1 s wall,
 seed-style 756.6 s: 8.2x wall, 7.8x CPU time; per restart-step 134.6 ms (seed-style) vs 68.9 ms
@@ -130,8 +139,64 @@ def per_step_breakdown(lm: LabModel, seed_model, cfg: ActMaxConfig, steps: int, 
           f"batch of {cfg.restarts} {b * 1e3:.1f} ({t / b:.1f}x)")
 
 
+def best_of(reps: int, fn) -> tuple[float, object]:
+    """The fastest of `reps` wall-clock runs of fn() (a shared machine only ever adds time)."""
+    times, out = [], None
+    for _ in range(reps):
+        with Clock() as c:
+            out = fn()
+        times.append(c.wall)
+    return min(times), out
+
+
+def naive_loop(model, hook: str, index: int, cands: torch.Tensor) -> torch.Tensor:
+    """What a first implementation does: HF's whole model, output_hidden_states, per candidate."""
+    layer = hidden_states_index(hook)
+    with torch.no_grad():
+        return torch.stack([model(input_ids=c[None], output_hidden_states=True)
+                            .hidden_states[layer][0, :, index].mean() for c in cands])
+
+
+def discrete_case(args) -> None:
+    from lab.actmax import evaluate, target_of
+    from lab.actmax.target import random_ids
+    from lab.models import load_model
+    lm = load_model(args.model, "cpu")
+    cfg = ActMaxConfig(hook=args.hook, index=args.index, method="discrete", corpus_top=0,
+                       candidates=args.candidates, steps=args.discrete_steps)
+    goal = target_of(lm, cfg)
+    cands = random_ids(lm, 0, cfg.candidates, cfg.n_tokens, stream=9)
+    print(f"{lm.name}, torch {torch.__version__}, {torch.get_num_threads()} threads; {cfg.hook} "
+          f"{cfg.target}; {cfg.candidates} candidates of {cfg.n_tokens} tokens")
+    evaluate(lm, goal, cands[:4], fluent=True)                       # warm-up
+    for fluent in (False, True):
+        batched_s, batched = best_of(args.reps, lambda: evaluate(lm, goal, cands, fluent))
+        loop_s, alone = best_of(args.reps, lambda: [evaluate(lm, goal, c[None], fluent) for c in cands])
+        diff = max(float((batched.target - torch.cat([a.target for a in alone])).abs().max()),
+                   float(torch.nan_to_num(batched.ce - torch.cat([a.ce for a in alone])).abs().max()))
+        what = "activation + cross-entropy (full body, LM head)" if fluent else \
+            f"activation (forward stops after block {hook_layer(cfg.hook)})"
+        print(f"  {what}: batched {batched_s:.3f} s, per-candidate loop {loop_s:.3f} s: "
+              f"{loop_s / batched_s:.1f}x (max |difference| {diff:.1e})")
+    model = copy.deepcopy(lm.model)      # output_hidden_states leaves HF's hooks on a model
+    naive_s, naive = best_of(1, lambda: naive_loop(model, cfg.hook, cfg.index, cands))
+    batched_s, batched = best_of(args.reps, lambda: evaluate(lm, goal, cands))
+    print(f"  naive loop (full model, output_hidden_states, per candidate) {naive_s:.3f} s: "
+          f"batched is {naive_s / batched_s:.1f}x faster (max |difference| "
+          f"{float((naive - batched.target).abs().max()):.1e})")
+    for lam in (0.0, 0.5):
+        res = run(lm, replace(cfg, lam=lam))
+        print(f"  lab.actmax.run discrete, lam {lam:g}, {cfg.steps} steps: {res.seconds / (res.steps_done + 1):.3f} s per step "
+              f"(activation {res.prompts.activation[0]:.3f}, ce {res.prompts.ce[0]:.2f})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=("continuous", "discrete"), default="continuous")
+    ap.add_argument("--model", default="smollm2-135m", help="the discrete case's model")
+    ap.add_argument("--candidates", type=int, default=128, help="the discrete case's batch")
+    ap.add_argument("--discrete-steps", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions (the fastest counts)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--restarts", type=int, default=10)
     ap.add_argument("--hook", default=hooks.resid_post(7), help="a residual hook point")
@@ -143,7 +208,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = ActMaxConfig(hook=args.hook, index=args.index, steps=args.steps, restarts=args.restarts)
+    if args.case == "discrete":
+        discrete_case(args)
+        return 0
+    cfg = ActMaxConfig(hook=args.hook, index=args.index, steps=args.steps, restarts=args.restarts,
+                       corpus_top=0)
     lm = build_gpt2_small()
     # A separate copy for the seed-style loop: output_hidden_states leaves HF's recorder hooks
     # on a model, which would then tax the lab runs too.

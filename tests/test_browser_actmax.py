@@ -1,5 +1,6 @@
 """A real browser on the two activation-maximization pages (tiny-gpt2): the live chart appears
-while the job runs, Stop keeps what was computed, and the reproducibility page renders."""
+while the job runs, Stop keeps what was computed, the reproducibility page renders; the
+discrete and EPO-lite methods show their prompts, the corpus's bar and the frontier."""
 import re
 import time
 
@@ -77,3 +78,39 @@ def test_reproducibility_page_runs_to_the_end(app_url, page):
     assert page.get_by_text("Stopped before the end").count() == 0
     assert _rendered_charts(page) >= 5             # curves, unique, frequencies, Jaccard, cosine
     screenshot(page, "repro-done")
+
+
+def _run_method(page, app_url: str, path: str, prefix: str, label: str, settle: float) -> None:
+    """Open a page, pick a method, 10 steps, Run, wait for the result."""
+    _goto(page, app_url, path)
+    page.locator(f".st-key-{prefix}_method").get_by_text(label, exact=True).click()
+    wait_idle(page, 30)
+    _slider_to(page, f"{prefix}_steps", "Home")          # 10 steps
+    page.get_by_role("button", name="Run", exact=True).click()
+    wait_idle(page, settle)
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_discrete_run_shows_prompts_beside_the_corpus_bar(app_url, page):
+    _run_method(page, app_url, "activation_max", "am", "discrete (token swaps)", 180)
+    assert page.get_by_text("Best prompt's activation").count() == 1
+    assert page.get_by_text("Optimized prompts").count() >= 1
+    assert page.get_by_text(re.compile(r"The corpus's best windows of 5 tokens")).count() == 1
+    assert page.get_by_text(re.compile(r"Look for: whether the best prompt beats")).count() == 1
+    assert _rendered_charts(page) >= 2             # curves and the gap meter
+    screenshot(page, "actmax-discrete")
+
+
+def test_epo_run_draws_the_frontier(app_url, page):
+    _run_method(page, app_url, "activation_max", "am", "EPO-lite (fluency frontier)", 240)
+    assert page.get_by_text("EPO-lite: activation against cross-entropy").count() == 1
+    assert _rendered_charts(page) >= 3             # curves, frontier, gap meter
+    screenshot(page, "actmax-epo")
+
+
+def test_reproducibility_page_with_discrete(app_url, page):
+    _run_method(page, app_url, "reproducibility", "rp", "discrete (token swaps)", 240)
+    assert page.get_by_text("Unique tokens, null control").count() == 1
+    assert page.get_by_text(re.compile(r"random tokens, like discrete's starts")).count() == 1
+    assert _rendered_charts(page) >= 5
+    screenshot(page, "repro-discrete")

@@ -57,9 +57,9 @@ with st.expander("What exactly is optimized", icon=":material/info:"):
 - Restarts run as one batch; the loss is summed over restarts, so each restart follows
   exactly the path it would follow alone. Restart r starts from a random generator seeded
   with (sidebar seed, r).
-- **PEZ** optimizes the same continuous vectors, but every forward runs on their nearest
-  real tokens (cosine) and the gradient is applied to the vectors ("straight through"); the
-  answer is the best token sequence it projected to.
+- **PEZ** optimizes the same continuous vectors, but every forward runs on the real tokens
+  closest to them (by cosine) and the gradient is applied to the vectors ("straight through");
+  the answer is the best token sequence it projected to.
 - **Discrete** (GCG-style) keeps a real token sequence. Each step the gradient with respect
   to a one-hot input ranks, per position, the top-k tokens that should raise the target; the
   candidates (one token swapped each) are all scored in one batched forward that stops after

@@ -83,8 +83,9 @@ class ActMaxConfig:
                             "full model)", min=0)
     top_k: int = param(64, "discrete and epo: candidate tokens per position, the top-k by the "
                            "one-hot gradient", min=1)
-    candidates: int = param(128, "discrete and epo: prompts with one token swapped, evaluated per "
-                                 "step and restart in one batched forward", min=1, max=MAX_CANDIDATES)
+    candidates: int = param(128, "discrete and epo: prompts with one token swapped (distinct swaps, "
+                                 "at most n_tokens x top_k), scored per step and restart in one "
+                                 "batched forward", min=1, max=MAX_CANDIDATES)
     epo_lams: tuple[float, ...] = param(EPO_LAMS, "epo: the fluency weights of the population, one "
                                                   "member each")
     sae: str = param("", "an SAE (folder or hub id) whose latent `index` is the target, read at the "

@@ -50,15 +50,18 @@ def one_hot_gradient(lm: LabModel, target: Target, ids: torch.Tensor, lam: torch
 def swap_candidates(ids: torch.Tensor, grad: torch.Tensor, allowed: torch.Tensor, top_k: int,
                     n: int, gens: list[torch.Generator]) -> torch.Tensor:
     """[B, T] prompts -> [B, n, T] candidates, each with one position swapped to one of that
-    position's top_k allowed tokens by the gradient."""
+    position's top_k allowed tokens by the gradient: n different (position, token) pairs of
+    the T x top_k (drawn without replacement; n is capped at T x top_k)."""
     B, T = ids.shape
     g = grad.masked_fill(~allowed.to(grad.device), float("inf"))
     top = (-g).topk(min(top_k, int(allowed.sum())), dim=-1).indices.cpu()   # [B, T, k]
+    k = top.shape[-1]
+    n = min(n, T * k)
     out = ids.cpu().unsqueeze(1).repeat(1, n, 1)
     rows = torch.arange(n)
     for b, gen in enumerate(gens):
-        pos = torch.randint(T, (n,), generator=gen)
-        pick = torch.randint(top.shape[-1], (n,), generator=gen)
+        pair = torch.randperm(T * k, generator=gen)[:n]
+        pos, pick = pair // k, pair % k
         out[b, rows, pos] = top[b, pos, pick]
     return out
 

@@ -12,6 +12,7 @@ runs the whole body and the LM head on positions 0..T-2, for the cross-entropy o
 from __future__ import annotations
 
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -162,7 +163,8 @@ def evaluate(lm: LabModel, target: Target, ids: torch.Tensor, fluent: bool = Fal
 def allowed_tokens(lm: LabModel) -> torch.Tensor:
     """[V] bool: tokens a prompt may use. Not special tokens (they are markup, and decode to
     text that re-tokenizes differently), not embedding rows beyond the tokenizer, not pieces
-    of a multi-byte character (they decode to U+FFFD). Computed once per tokenizer."""
+    of a multi-byte character (they decode to U+FFFD), not control characters. Computed once
+    per tokenizer."""
     tok, V = lm.tokenizer, lm.vocab_size
     key = (id(tok), V)
     with _SAES_LOCK:
@@ -174,10 +176,15 @@ def allowed_tokens(lm: LabModel) -> torch.Tensor:
     if tok is not None:
         ok[[i for i in set(tok.all_special_ids) if i < V]] = False
         texts = tok.batch_decode([[i] for i in range(n)])
-        ok[[i for i, t in enumerate(texts) if not t or "\ufffd" in t]] = False
+        ok[[i for i, t in enumerate(texts) if not t or "\ufffd" in t or _control(t)]] = False
     with _SAES_LOCK:
         _ALLOWED[key] = (tok, ok)      # the tokenizer kept alive, so its id stays its own
     return ok
+
+
+def _control(text: str) -> bool:
+    """Control or format characters other than newline and tab: not text a person types."""
+    return any(unicodedata.category(c)[0] == "C" and c not in "\n\t" for c in text)
 
 
 def random_ids(lm: LabModel, seed: int, rows: int, n_tokens: int, stream: int) -> torch.Tensor:
