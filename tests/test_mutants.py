@@ -620,3 +620,128 @@ def test_the_cache_file_is_named_by_the_url_and_written_beside_itself(routes, ca
     _get(f"{routes}/page")                                  # a second article, same folder
     assert len(list(path.parent.glob("*.json"))) == 2 and not list(path.parent.glob(".article-*"))
     assert corpus.cached_article(url).text == "P\u00e1linka is a fruit brandy."
+
+
+# ---------------------------------------------------------------- lab.sae: the model
+
+from lab.sae import SAEConfig, SparseAutoencoder, data_warning, encode_rows, init_sae, latent_stats  # noqa: E402
+from lab.sae.model import EVAL_CHUNK, _fit_init_gain, _rms_deviation, as_rows  # noqa: E402
+
+
+def test_sae_defaults_and_checks():
+    sae = SparseAutoencoder(4, 64)
+    assert (sae.k, sae.activation, sae.tied, sae.W_dec) == (32, "topk", True, None)
+    with pytest.raises(ValueError) as e:
+        SparseAutoencoder(0, 8, k=2)
+    assert str(e.value) == "d_in must be at least 1, got 0"
+    with pytest.raises(ValueError, match="activation must be one of"):
+        SparseAutoencoder(4, 8, k=2, activation="gelu")
+    with pytest.raises(ValueError, match="tied"):
+        SparseAutoencoder(4, 8, k=2, tied="no")
+
+
+def test_encode_and_decode_on_any_leading_shape():
+    x = torch.randn(3, 5, 6, dtype=torch.float64) * 3 + 1
+    sae = init_sae(x.reshape(-1, 6).float(), SAEConfig(n_latents=10, k=3)).double()
+    assert sae.scale.item() != 1 and sae.b_dec.abs().sum() > 0
+    z = sae.encode(x)
+    assert z.shape == (3, 5, 10) and torch.equal(z.reshape(-1, 10), sae.encode(x.reshape(-1, 6)))
+    assert ((z > 0).sum(-1) <= 3).all()
+    torch.testing.assert_close(sae.decode(z), (z @ sae.W_enc + sae.b_dec) * sae.scale)
+    recon, code = sae(x)
+    assert torch.equal(code, z) and torch.equal(recon, sae.decode(z))
+
+
+def test_active_code_csr_layout_for_k_1_and_relu_zeros():
+    sae = SparseAutoencoder(3, 6, k=1)
+    xs = torch.randn(4, 3)
+    code = sae.active_code(xs)
+    assert code.crow.tolist() == [0, 1, 2, 3, 4] and code.cols.shape == (4,)
+    relu = SparseAutoencoder(3, 20, k=1, activation="relu")
+    with torch.no_grad():
+        relu.b_enc.zero_()
+        relu.b_dec.zero_()
+    zero = relu.active_code(torch.zeros(2, 3))          # every pre-activation is exactly 0
+    assert zero.crow.tolist() == [0, 0, 0] and zero.cols.numel() == 0
+
+
+def test_relu_sparse_step_up_to_the_cutoff_inclusive():
+    relu = SparseAutoencoder(3, 20, k=1, activation="relu")
+    pre = -torch.ones(20, 20)
+    pre.view(-1)[:20] = 1.0                             # 20 of 400 = exactly the 5% cutoff
+    code = relu.active_code(torch.zeros(20, 3), pre=pre)
+    assert code is not None and code.cols.numel() == 20
+    pre.view(-1)[20] = 1.0
+    assert relu.active_code(torch.zeros(20, 3), pre=pre) is None
+
+
+def test_load_builds_the_class_it_is_called_on(tmp_path):
+    class Mine(SparseAutoencoder):
+        pass
+
+    SparseAutoencoder(4, 8, k=2).save(tmp_path)
+    assert type(Mine.load(tmp_path)) is Mine
+
+
+def test_init_gain_is_fitted_on_the_first_4096_rows():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(4100, 5, generator=g)
+    acts[4096:] *= 50                                    # rows the gain must not see
+    cfg = SAEConfig(n_latents=10, k=2)
+    sae = init_sae(acts, cfg)
+    ref = SparseAutoencoder(5, 10, k=2)
+    ref.reset_parameters(torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad():
+        ref.scale.fill_(_rms_deviation(acts).clamp_min(1e-8))
+        ref.b_dec.copy_(acts.mean(0) / ref.scale)
+        _fit_init_gain(ref, acts[:4096] / ref.scale)
+    assert torch.equal(sae.W_enc, ref.W_enc) and torch.equal(sae.scale, ref.scale)
+
+
+def test_a_zero_gain_leaves_the_atoms_alone():
+    """Identical rows: nothing to reconstruct (gain 0), so the unit atoms stay as they are."""
+    sae = init_sae(torch.ones(8, 4), SAEConfig(n_latents=6, k=2))
+    torch.testing.assert_close(sae.W_enc.norm(dim=1), torch.ones(6))
+
+
+def test_as_rows_messages():
+    with pytest.raises(ValueError) as e:
+        as_rows(torch.zeros(2, 3, 4))
+    assert str(e.value) == "activations must be a 2-D [tokens, d_in] tensor, got shape (2, 3, 4)"
+    with pytest.raises(ValueError) as e:
+        as_rows(torch.tensor([[1.0, float("nan")]]))
+    assert str(e.value) == "activations contain NaN or infinite values"
+
+
+# ---------------------------------------------------------------- lab.sae: the statistics
+
+def test_encode_rows_of_no_rows_is_an_empty_code():
+    sae = SparseAutoencoder(4, 6, k=2)
+    z = encode_rows(sae, torch.zeros(0, 4))
+    assert z.shape == (0, 6)
+
+
+def test_latent_stats_add_up_over_chunks():
+    """More rows than one encoding chunk: counts and sums accumulate over every chunk."""
+    n = EVAL_CHUNK + 7
+    sae = SparseAutoencoder(2, 2, k=1, activation="relu")
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    x = torch.zeros(n, 2)
+    x[:10, 0] = 2.0                   # latent 0 fires in the first chunk only
+    x[-3:, 1] = 1.0                   # latent 1 in the last chunk only
+    stats = latent_stats(sae, x)
+    np.testing.assert_allclose(stats["density"], [10 / n, 3 / n])
+    np.testing.assert_allclose(stats["mean"], [20 / n, 3 / n], rtol=1e-6)
+    np.testing.assert_allclose(stats["max"], [2.0, 1.0])
+
+
+def test_data_warning_threshold_and_sentence():
+    assert data_warning(100, 10) is None and data_warning(99, 10) is not None
+    assert data_warning(5, 1) == (
+        "5 tokens for 1 latents is 5 tokens per latent. SAEs that find real features are trained "
+        "on millions of tokens, thousands per latent; here most latents never fire and any single "
+        "latent's score rests on a handful of tokens, so expect artefacts.")
+    assert data_warning(5, 0).startswith("5 tokens for 0 latents is 5 tokens per latent.")
