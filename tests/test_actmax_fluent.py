@@ -202,13 +202,14 @@ def test_a_prompt_that_does_not_survive_retokenizing_is_flagged(tiny):
 
 # ---------------------------------------------------------------- the methods
 
-def test_discrete_climbs_monotonically_and_ends_above_its_start(tiny):
+def test_discrete_answers_with_the_best_prompt_it_visited(tiny):
     res = actmax.run(tiny, cfg_tiny(method="discrete", restarts=3, steps=15))
-    for r, h in res.history.groupby("restart"):
-        assert (np.diff(h.sort_values("step").target.to_numpy()) >= -1e-6).all()   # keeps the best
-    assert (res.final > res.initial).all()
+    best = res.history.groupby("restart").target.max().to_numpy()
+    np.testing.assert_allclose(res.prompts.activation, best, rtol=1e-5, atol=1e-6)
+    assert (res.prompts.activation > res.initial).all()
     assert (res.prompts.activation > res.gap.random.max()).all()
-    np.testing.assert_allclose(res.final, res.prompts.activation, rtol=1e-5, atol=1e-6)
+    moves = res.history.sort_values("step").groupby("restart").target.diff().dropna()
+    assert (moves != 0).mean() > 0.5            # the walk moves every step (no no-op swaps)
     # discrete's rows start from their own seeded prompts: restart r does not depend on others
     one = actmax.run(tiny, cfg_tiny(method="discrete", restarts=1, steps=15))
     assert one.prompts.ids.tolist() == res.prompts.ids[:1].tolist()

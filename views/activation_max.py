@@ -63,7 +63,8 @@ with st.expander("What exactly is optimized", icon=":material/info:"):
 - **Discrete** (GCG-style) keeps a real token sequence. Each step the gradient with respect
   to a one-hot input ranks, per position, the top-k tokens that should raise the target; the
   candidates (one token swapped each) are all scored in one batched forward that stops after
-  the target's block, and the best is kept if it beats the current prompt.
+  the target's block; the search moves to the best of them (even a worse one: that is how it
+  leaves a dead end) and answers with the best prompt it visited.
 - **Fluency weight λ**: PEZ and discrete can maximize activation − λ × the prompt's
   cross-entropy under the model itself (nats per token: how surprising the text is to the
   model). λ > 0 needs the full forward. **EPO-lite** runs a population with several λ at once
@@ -174,8 +175,9 @@ if res is not None:
                f"the light line (mean of {rc.unit}s {max(rc.index - rc.neighbours, 0)}.."
                f"{min(rc.index + rc.neighbours, width - 1)} except the target) stays flat: the "
                f"optimization singles out this one {rc.unit} rather than inflating the whole {space}."
-               + (" Each point is the forward of real tokens; a discrete line only rises or stays."
-                  if rc.tokens else ""))
+               + (" Each point is the forward of real tokens. A discrete line may step down: the "
+                  "search always moves to the best swap it tried, and answers with the best "
+                  "prompt it visited." if rc.tokens else ""))
     per = res.per_restart()
     if rc.tokens:
         _token_metrics(res, per)

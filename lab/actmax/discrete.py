@@ -9,8 +9,9 @@ Each step, for every row (a restart; in epo, a member of a restart's population)
      many rows run beside it).
   3. all candidates of all rows scored in batched forwards (lab.actmax.target.evaluate) that
      stop after the target's block unless a fluency weight needs the cross-entropy.
-  4. discrete: a row keeps its best candidate when it beats the current prompt; epo chooses
-     across a restart's whole population (lab.actmax.epo).
+  4. discrete: a row moves to its best candidate (even a worse one: GCG's walk) and the
+     answer is the best prompt visited; epo chooses across a restart's whole population
+     (lab.actmax.epo).
 
 The gradient only proposes; every number kept is a forward on real token ids.
 """
@@ -75,8 +76,10 @@ class Select(Protocol):
                  scores: Scores) -> torch.Tensor: ...
 
 
-class KeepBest:
-    """discrete: each row takes its best candidate if it beats the current prompt."""
+class Walk:
+    """discrete, as GCG: each row moves to its best candidate even when that is below the
+    current prompt (how a search leaves a local optimum of one-token swaps; a row that only
+    kept improvements stalled within ~30 steps on SmolLM2); `search` keeps the best visited."""
 
     frontier = None
 
@@ -86,10 +89,11 @@ class KeepBest:
     def __call__(self, ids, cur, cands, scores):
         B, n, _ = cands.shape
         J = objective(scores, self.lam.repeat_interleave(n)).view(B, n)
-        best = J.argmax(1)
-        better = J[torch.arange(B), best] > objective(cur, self.lam).cpu()
-        out = ids.clone()
-        out[better] = cands[torch.arange(B), best][better]
+        J = J.masked_fill((cands == ids.unsqueeze(1)).all(-1), -float("inf"))   # no-op swaps
+        top, best = J.max(1)
+        out = cands[torch.arange(B), best]
+        stay = torch.isinf(top)                    # nothing but no-op swaps: stay
+        out[stay] = ids[stay]
         return out
 
 
@@ -97,13 +101,14 @@ def search(lm: LabModel, cfg: ActMaxConfig, target: Target, lam: torch.Tensor, s
            per_row: int, on_progress: OnProgress | None = None) -> Recorder:
     """The loop above for rows with fluency weights `lam` [B] (B = restarts x members, rows of
     a restart adjacent); `per_row` candidates each per step. Returns the Recorder: history
-    (one row per step and row), the newest prompts and their start."""
+    (one row per step and row: where the search is), the best prompts so far, their start."""
     B, members = len(lam), len(lam) // cfg.restarts
     ids = random_ids(lm, cfg.seed, cfg.restarts, cfg.n_tokens, START_STREAM)
     ids = ids.repeat_interleave(members, dim=0)                       # a population starts together
     gens = [torch.Generator().manual_seed(stream_seed(cfg.seed, b // members, b % members, SWAP_STREAM))
             for b in range(B)]
     allowed, rec = allowed_tokens(lm), Recorder(TOKEN_COLUMNS)
+    best_ids, best = ids.clone(), torch.full((B,), -float("inf"))
     for step in range(cfg.steps + 1):
         last = step == cfg.steps
         if last:                                  # the final forward only measures
@@ -111,8 +116,11 @@ def search(lm: LabModel, cfg: ActMaxConfig, target: Target, lam: torch.Tensor, s
         else:
             grad, cur = one_hot_gradient(lm, target, ids.to(lm.device), lam, cfg.fluent)
         cur = Scores(*(v.float().cpu() for v in cur))
-        rec.add(cur.target, cur.neighbours, -objective(cur, lam), None, ce=cur.ce,
-                ids=ids.clone(), frontier=select.frontier)
+        obj = objective(cur, lam)
+        better = obj > best                       # the answer: the best prompt visited
+        best_ids[better], best = ids[better], torch.maximum(best, obj)
+        rec.add(cur.target, cur.neighbours, -obj, None, ce=cur.ce, ids=best_ids.clone(),
+                frontier=select.frontier)
         report(on_progress, step, cfg.steps, "step", rec.message(cfg), rec)
         if last:
             break
@@ -126,4 +134,4 @@ def discrete(lm: LabModel, cfg: ActMaxConfig, target: Target,
              on_progress: OnProgress | None = None) -> Recorder:
     """GCG-style search from `cfg.restarts` random prompts, one row each."""
     lam = torch.full((cfg.restarts,), float(cfg.lam))
-    return search(lm, cfg, target, lam, KeepBest(lam), cfg.candidates, on_progress)
+    return search(lm, cfg, target, lam, Walk(lam), cfg.candidates, on_progress)
