@@ -122,10 +122,12 @@ def cross_entropy(lm: LabModel, last: torch.Tensor, ids: torch.Tensor) -> torch.
     of token t given tokens < t, t = 1..T-1 (0 for a single token)."""
     if ids.shape[1] < 2:
         return torch.zeros(ids.shape[0], device=last.device)
-    logits = lm.arch.unembed_of(lm.model)(last[:, :-1])                 # [N, T-1, V]
-    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2).float(), ids[:, 1:],
-                                           reduction="none")            # [N, T-1]
-    return ce.mean(1)
+    N, T, D = last.shape
+    # contiguous rows: the LM head on the strided slice last[:, :-1] is ~10x slower (measured)
+    logits = lm.arch.unembed_of(lm.model)(last[:, :-1].reshape(N * (T - 1), D))   # [N(T-1), V]
+    ce = torch.nn.functional.cross_entropy(logits.float(), ids[:, 1:].reshape(-1),
+                                           reduction="none")
+    return ce.view(N, T - 1).mean(1)
 
 
 def forward_scores(lm: LabModel, target: Target, ids: torch.Tensor, fluent: bool,
