@@ -100,7 +100,7 @@ def _ids(tiny):
     ({"run_dir": "a", "resume": "b"}, "not two folders"),
     ({"tf32": True, "sae_device": "cpu"}, "tf32 is a CUDA setting"),
     ({"memory_fraction": 0.0}, "memory_fraction must be greater than 0"),
-    ({"ray_cpus": 0}, "ray_cpus must be at least 1"),
+    ({"ray_cpus": -1}, "ray_cpus must be at least 0"),
 ])
 def test_where_it_runs_is_validated(changes, message):
     with pytest.raises(ValueError, match=message):

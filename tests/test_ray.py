@@ -36,7 +36,8 @@ def _numbers(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("changes", [
-    {},                                                                         # ReLU + L1
+    {},                                                        # ReLU + L1, tasks with 2 threads
+    {"ray_cpus": 1},                                           # two tasks at once, 1 thread each
     {"seed": 3, "layers": (0, 2), "sae.activation": "topk", "sae.k": 8},        # Top-K, sparse steps
 ])
 def test_same_seed_same_rows_with_and_without_ray(tiny, changes):
@@ -51,11 +52,26 @@ def test_rows_stream_back_as_layers_finish(tiny):
     result = laminar.run(tiny, ON_RAY, seen.append)
     sizes = [len(p.partial.rows) for p in seen]
     assert sizes == sorted(sizes) and sizes[0] == 0 and sizes[-1] == 3
-    assert [s for s in sizes if s] == [1, 2, 3]                # one event per finished layer
+    assert sorted(set(sizes)) == [0, 1, 2, 3]                  # layer by layer
     done = [p.message for p in seen if p.message.startswith("layer ")]
     assert len(done) == 3 and done[-1].endswith("3/3 layers done)")
     assert all(p.unit == "layer" and p.total == 4 for p in seen) and seen[-1].fraction == 1.0
     assert result.rows["layer"].tolist() == [0, 1, 2]          # by layer, whatever the order
+
+
+def test_stop_does_not_wait_for_a_layer(tiny):
+    """Between results the sweep reports every second, so a Stop lands while tasks run."""
+    slow = replace_paths(ON_RAY, {"n_windows": 4, "window_len": 64, "sae.epochs": 400})
+    heard = []
+
+    def stop(p):
+        if "queued or training as Ray tasks (2 CPU each)" in p.message:
+            heard.append(p)
+            raise KeyboardInterrupt   # what Streamlit's Stop raises in the callback
+
+    with pytest.raises(KeyboardInterrupt):
+        laminar.run(tiny, slow, stop)
+    assert len(heard[0].partial.rows) == 0 and "3 layers queued" in heard[0].message
 
 
 def test_killed_ray_sweep_resumes_to_the_same_rows(tiny, tmp_path):

@@ -4,8 +4,10 @@ cluster has GPUs, else `cfg.ray_cpus` cores); rows come back as layers finish.
 
 Imported only when `cfg.ray` is set: Ray is optional (requirements-ray.txt). A task runs
 lab.laminar.train.fit_layer on the same rows with the same seeded init, split and shuffling, so
-it gives the in-process row; on the CPU torch's thread count can change the last bits of a
-matmul's sum, so a task uses `ray_cpus` threads and equals an in-process run with as many.
+it gives the in-process row; on the CPU torch's thread count changes the last bits of a
+matmul's sum (and training amplifies them: 1e-2 relative on smollm2-135m, measured), so a task
+uses `ray_cpus` threads (default: this process's count) and equals an in-process run with as
+many.
 """
 from __future__ import annotations
 
@@ -66,29 +68,34 @@ class Pool:
             raise ValueError("sae_device cuda, but the Ray cluster has no GPUs.")
         if cfg.ray_cpus > cpus:
             raise ValueError(f"ray_cpus {cfg.ray_cpus} exceeds the Ray cluster's {cpus:g} CPUs.")
+        self.threads = cfg.ray_cpus or max(1, min(torch.get_num_threads(), int(cpus)))
         self.device = "cuda" if gpus and cfg.sae_device != "cpu" else "cpu"
         if cfg.tf32 and self.device != "cuda":
             raise ValueError("tf32 is a CUDA setting; the Ray tasks would train on the CPU.")
-        self.options = {"num_cpus": cfg.ray_cpus, "num_gpus": 1 if self.device == "cuda" else 0}
+        self.options = {"num_cpus": self.threads, "num_gpus": 1 if self.device == "cuda" else 0}
 
     def describe(self) -> str:
-        per = f"1 GPU + {self.options['num_cpus']} CPU" if self.options["num_gpus"] else \
-            f"{self.options['num_cpus']} CPU"
+        per = f"1 GPU + {self.threads} CPU" if self.options["num_gpus"] else f"{self.threads} CPU"
         return f"Ray tasks ({per} each)"
 
     def train(self, lm, acts: torch.Tensor, layers: list[int], cfg: LaminarConfig,
-              finished: Callable[[dict, object], None]) -> None:
+              finished: Callable[[dict, object], None],
+              waiting: Callable[[int], None] | None = None) -> None:
         """One task per layer (acts[j] is layer layers[j]); `finished(row, sae or None)` as each
-        one ends, in the order they end. If `finished` raises (a Stop), the tasks still queued
-        or running are cancelled."""
+        one ends, in the order they end, and `waiting(tasks left)` every second between, so a
+        Stop need not wait for a layer. If either raises, the tasks left are cancelled."""
         ray = self.ray
         task = ray.remote(_train_task).options(**self.options)
         info = ModelInfo(lm.name, lm.n_layers)
-        pending = {task.remote(info, ray.put(acts[j].cpu().numpy()), layer, cfg, self.device): layer
-                   for j, layer in enumerate(layers)}
+        pending = {task.remote(info, ray.put(acts[j].cpu().numpy()), layer, cfg, self.device,
+                               self.threads): layer for j, layer in enumerate(layers)}
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if not ready:
+                    if waiting is not None:
+                        waiting(len(pending))
+                    continue
                 pending.pop(ready[0])
                 finished(*ray.get(ready[0]))
         finally:
@@ -97,10 +104,10 @@ class Pool:
 
 
 def _train_task(info: ModelInfo, acts: np.ndarray, layer: int, cfg: LaminarConfig,
-                device: str) -> tuple[dict, object]:
+                device: str, threads: int) -> tuple[dict, object]:
     """In a Ray worker: one layer's SAE -> (row, the SAE on the CPU when it is kept)."""
     from lab.laminar.train import fit_layer
-    torch.set_num_threads(cfg.ray_cpus)
+    torch.set_num_threads(threads)
     rows = torch.from_numpy(np.array(acts))   # the object store's copy is read-only
     row, sae = fit_layer(info, rows, layer, cfg, device=device)
     return row, sae.cpu() if cfg.keep_saes else None

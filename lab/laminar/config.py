@@ -52,7 +52,10 @@ class LaminarConfig:
                          "machine, 'auto' joins the cluster it belongs to, HOST:PORT or "
                          "ray://HOST:10001 another one, 'env' the address in LAB_RAY_ADDRESS; "
                          "empty: in this process, without Ray")
-    ray_cpus: int = param(1, "CPU cores (torch threads) per layer task on Ray", min=1)
+    ray_cpus: int = param(0, "CPU cores (torch threads) per layer task on Ray; 0: as many as "
+                             "torch uses here, so the rows equal an in-process run's (a "
+                             "matmul's last bits, and so the rows, depend on the thread count)",
+                          min=0)
     run_dir: str = param("", "folder that gets each finished layer as it completes (run.json, "
                              "one JSON per layer, layers.csv); empty: none")
     resume: str = param("", "run folder of an interrupted sweep: its finished layers are kept "

@@ -61,7 +61,7 @@ def sweep(lm: LabModel, token_ids: torch.Tensor, cfg: LaminarConfig,
                            _home(device, cfg, (len(todo), *windows.shape, lm.d_model)))
     progress.start_training(len(rows))
     if pool:
-        pool.train(lm, acts, todo, cfg, finished)
+        pool.train(lm, acts, todo, cfg, finished, lambda left: progress.waiting(rows, left, pool))
     for j, layer in enumerate([] if pool else todo):
         finished(*fit_layer(lm, acts[j], layer, cfg, progress.on_epoch(len(rows), layer), device))
     return frame(sorted(rows, key=lambda r: r["layer"]))
@@ -177,6 +177,11 @@ class _Reporter:
         self._send(1 + j, f"layer {row['layer']}: density {row['density']:.4f} nmse "
                           f"{row['nmse']:.4f} held-out {row['val_nmse']:.4f} ({row['seconds']:.1f} s; "
                           f"{j}/{self.n} layers done{self._eta(j)})")
+
+    def waiting(self, rows: list[dict], left: int, pool) -> None:
+        j = len(rows)
+        self._send(1 + j, f"{left} layers queued or training as {pool.describe()} "
+                          f"({j}/{self.n} layers done{self._eta(j)})")
 
     def all_done(self, rows: list[dict]) -> None:
         self.partial = frame(rows)
