@@ -135,7 +135,8 @@ def _causal(res) -> None:
                 "vs edited next-token distribution")
     m[1].metric("Δ p(target words)", f"{t['d_target']:+.3g}", help=f"from {t['target_p']:.3g}, "
                 "mean over positions; the target words' first tokens")
-    m[2].metric("Fires on", f"{t['fires_on']} of {res.text_tokens} tokens")
+    m[2].metric("Fires on (tokens)", f"{t['fires_on']} / {res.text_tokens}",
+                help="positions of the causal text where the latent is > 0")
     m[3].metric("SAE alone: mean KL", "-" if res.recon_kl is None else f"{res.recon_kl:.3g}",
                 help="the SAE's reconstruction replacing the activation, without the error term: "
                      "what the SAE itself loses at this hook")

@@ -49,10 +49,14 @@ class FeatureResult:
         return int(self.top["target"].sum()) if len(self.top) else 0
 
     def target_row(self) -> dict | None:
+        if not len(self.effects):
+            return None
         rows = self.effects[self.effects["role"] == "target"]
         return rows.iloc[0].to_dict() if len(rows) else None
 
     def control_range(self, column: str) -> tuple[float, float] | None:
+        if not len(self.effects):
+            return None
         ctrl = self.effects.loc[self.effects["role"] == "control", column]
         return (float(ctrl.min()), float(ctrl.max())) if len(ctrl) else None
 
