@@ -745,3 +745,143 @@ def test_data_warning_threshold_and_sentence():
         "on millions of tokens, thousands per latent; here most latents never fire and any single "
         "latent's score rests on a handful of tokens, so expect artefacts.")
     assert data_warning(5, 0).startswith("5 tokens for 0 latents is 5 tokens per latent.")
+
+
+# ---------------------------------------------------------------- lab.actmax: decoding
+
+from types import SimpleNamespace  # noqa: E402
+
+from lab.actmax import (HISTORY_COLUMNS, ActMaxConfig, GapMeter, Recorder, gap_meter,  # noqa: E402
+                        initial_embeddings, nearest, nearest_tokens, nearest_wide, optimize,
+                        random_embeddings, token_texts, top1)
+from lab.actmax.optimize import starts  # noqa: E402
+
+
+def test_nearest_returns_k_tokens_even_beyond_d_model(tiny):
+    v = torch.randn(3, tiny.d_model)
+    ids, cos = nearest(tiny, v, k=tiny.d_model + 36)
+    assert ids.shape == cos.shape == (3, tiny.d_model + 36)
+    assert nearest(tiny, v, k=10 ** 6)[0].shape == (3, tiny.W_E.shape[0])
+    assert (cos[:, :-1] >= cos[:, 1:]).all() and (cos <= 1 + 1e-6).all()
+
+
+class _Tok:
+    """Three tokens: plain text, a piece of a multi-byte character, and one that decodes to ''."""
+
+    pieces = ["cat", "\ufffd", ""]
+
+    def __len__(self):
+        return 3
+
+    def decode(self, ids):
+        return self.pieces[ids[0]]          # IndexError past the vocabulary
+
+    def convert_ids_to_tokens(self, i):
+        return f"<0x{i:02X}>"
+
+
+def test_token_texts_decode_show_raw_pieces_and_fall_back_to_ids():
+    lm = SimpleNamespace(tokenizer=_Tok())
+    assert token_texts(lm, [0, 1, 2, 3, 7]) == ["cat", "<0x01>", "<2>", "<3>", "<7>"]
+    assert token_texts(lm, np.array([[0], [0]])) == ["cat", "cat"]
+    assert token_texts(SimpleNamespace(tokenizer=None), [0]) == ["<0>"]
+
+
+def test_nearest_tokens_and_the_wide_table(tiny):
+    e = torch.randn(2, 3, tiny.d_model)
+    tab = nearest_tokens(tiny, e, k=2)
+    assert list(tab.columns) == ["restart", "position", "rank", "token_id", "token", "cosine"]
+    assert tab["rank"].tolist() == [1, 2] * 6
+    assert tab["position"].tolist() == [0, 0, 1, 1, 2, 2] * 2
+    assert tab["restart"].tolist() == [0] * 6 + [1] * 6
+    ids, cos = nearest(tiny, e.reshape(6, -1), 2)
+    assert tab["token_id"].tolist() == ids.reshape(-1).tolist()
+    assert tab["token"].tolist() == token_texts(tiny, ids.reshape(-1))
+    assert tab["cosine"].dtype == np.float64
+    assert len(nearest_tokens(tiny, e)) == 2 * 3 * 5
+    wide = nearest_wide(tab, restart=1)
+    assert list(wide.columns) == ["position", "nearest 1", "nearest 2"]
+    row = tab[(tab.restart == 1) & (tab.position == 2) & (tab["rank"] == 2)].iloc[0]
+    assert wide.loc[2, "nearest 2"] == f"{row.token!r}  ({row.cosine:.3f})"
+    assert wide.equals(nearest_wide(tab[tab.restart == 1].assign(restart=0)))   # default restart 0
+
+
+def test_gap_meter_frame_percentile_and_summary():
+    g = GapMeter(np.array([5.0, 6.0]), np.array([1.0, 3.0]), np.zeros((2, 1), int),
+                 np.array([0.0, 1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(g.snapped_percentile(), [25.0, 75.0])   # strictly below: ties don't count
+    f = g.frame()
+    assert list(f.columns) == ["source", "item", "activation"] and len(f) == 8
+    assert g.summary() == {"optimum_mean": 5.5, "snapped_mean": 2.0, "random_mean": 1.5,
+                           "random_std": float(np.std([0, 1, 2, 3])), "random_max": 3.0,
+                           "snapped_percentile_mean": 50.0}
+
+
+def test_gap_meter_decodes_the_embeddings_unless_given_the_ids(tiny):
+    cfg = ActMaxConfig(hook=resid_post(1), index=5, n_tokens=3, restarts=2)
+    e = initial_embeddings(tiny, cfg)
+    opt = np.array([1.0, 2.0], dtype=np.float32)
+    own = gap_meter(tiny, cfg, e, opt, n_random=4)
+    assert np.array_equal(own.snapped_ids, top1(tiny, e)) and own.optimum.dtype == np.float64
+    given = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    other = gap_meter(tiny, cfg, e, opt, n_random=4, snapped_ids=given)
+    assert np.array_equal(other.snapped_ids, given.numpy())
+    np.testing.assert_array_equal(other.random, own.random)           # the same seeded random ids
+
+
+# ---------------------------------------------------------------- lab.actmax: the optimizer's record
+
+def test_random_embeddings_default_stream_and_the_models_dtype(tiny):
+    cfg = ActMaxConfig(hook=resid_post(1), index=5, n_tokens=3, restarts=2, seed=4)
+    assert torch.equal(random_embeddings(tiny, 4, 2, 3), initial_embeddings(tiny, cfg))
+    assert not torch.equal(random_embeddings(tiny, 4, 2, 3, stream=1), initial_embeddings(tiny, cfg))
+    lm64 = SimpleNamespace(W_E=torch.randn(10, 4, dtype=torch.float64), d_model=4,
+                           device=torch.device("cpu"))
+    assert random_embeddings(lm64, 0, 1, 2).dtype == torch.float64
+
+
+def test_a_fresh_recorder_holds_nothing():
+    rec = Recorder()
+    state = rec.state()
+    assert {k: state[k] for k in ("embeds", "start", "ids", "start_ids", "frontier")} == dict.fromkeys(
+        ("embeds", "start", "ids", "start_ids", "frontier"))
+    assert state["seconds"] == 0.0 and state["steps_done"] == -1
+    assert list(rec.history.columns) == HISTORY_COLUMNS and rec.history.empty
+
+
+def test_recorder_rows_ce_frontier_and_seconds():
+    rec = Recorder(HISTORY_COLUMNS + ["ce"])
+    t = lambda *v: torch.tensor(v)  # noqa: E731
+    frontier = torch.tensor([[1, 2]])
+    rec.add(t(1.0, 2.0), t(0.5, 0.5), t(-1.0, -2.0), None, ce=t(3.0, 4.0), frontier=frontier)
+    rec.add(t(2.0, 4.0), t(0.1, 0.2), t(-2.0, -4.0), None, ce=t(5.0, 6.0))
+    assert rec.frontier is frontier                      # kept when a step brings none
+    assert 0 <= rec.seconds < 60 and rec.step == 1 and rec.state()["steps_done"] == 1
+    np.testing.assert_array_equal(rec.target, [2.0, 4.0])
+    h = rec.history
+    assert list(h.columns) == HISTORY_COLUMNS + ["ce"] and h["ce"].tolist() == [3, 4, 5, 6]
+    assert h["neighbours"].tolist() == pytest.approx([0.5, 0.5, 0.1, 0.2])
+
+
+@pytest.mark.parametrize("method, restarts, mean", [
+    ("continuous", 1, ""), ("continuous", 2, " (mean of 2 restarts)"), ("epo", 2, " (mean of 2 rows)")])
+def test_recorder_message(method, restarts, mean):
+    cfg = ActMaxConfig(hook=resid_post(1), index=5, steps=9, method=method)
+    rec = Recorder()
+    v = torch.arange(1.0, restarts + 1)
+    rec.add(v, v, v, None)
+    assert rec.message(cfg) == f"Step 0 of 9 · {cfg.target} = {v.mean():.3f}{mean} · 0 s"
+
+
+def test_starts_must_have_the_runs_shape(tiny):
+    cfg = ActMaxConfig(hook=resid_post(1), index=5, n_tokens=3, restarts=2)
+    with pytest.raises(ValueError) as e:
+        starts(tiny, cfg, torch.zeros(1, 3, tiny.d_model))
+    assert str(e.value) == f"start must have shape (2, 3, {tiny.d_model}), got (1, 3, {tiny.d_model})"
+
+
+def test_optimize_stops_after_the_target_block(tiny):
+    last = tiny.arch.blocks_of(tiny.model)[-1]
+    with _Calls(last) as calls:
+        optimize(tiny, ActMaxConfig(hook=resid_post(0), index=5, n_tokens=2, steps=2))
+    assert calls.n == 0
