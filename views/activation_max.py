@@ -115,10 +115,12 @@ def _token_metrics(res, per) -> None:
     m[1].metric("Best prompt's activation", f"{p.activation[best]:.3f}",
                 help="Its token ids fed through the model again: a real forward, not a stored number.")
     m[2].metric("Its cross-entropy", f"{p.ce[best]:.2f} nats",
-                help="Mean −log p(token | the tokens before it) under the model: lower reads more like text.")
+                help="Mean −log p(token | the tokens before it) under the model: lower reads "
+                     "more like text.")
     if res.bar is not None:
         m[3].metric("Corpus's best window", f"{res.bar.top:.3f}",
-                    delta=f"{p.activation[best] - res.bar.top:+.3f} prompt − corpus", delta_color="normal")
+                    delta=f"{p.activation[best] - res.bar.top:+.3f} prompt − corpus",
+                    delta_color="normal")
     m[4].metric("Survives re-tokenizing", f"{int(p.survives.sum())} of {len(p)}")
     st.markdown(f"Best prompt: **{p.text[best]!r}** (tokens `{p.tokens[best]}`)")
 

@@ -28,7 +28,8 @@ cfg = settings(lm, ReproConfig, "actmax.", "rp", restarts=(2, 32), inputs=False,
                methods=("continuous", "pez", "discrete"))
 LOSS = {"continuous": "loss −(mean over positions of the target) + λ‖x‖², Adam",
         "pez": "the same loss with every forward on the vectors' nearest tokens (PEZ)",
-        "discrete": "one-token swaps ranked by the one-hot gradient, the best kept (discrete)"}
+        "discrete": "one-token swaps ranked by the one-hot gradient, the search moving to the best "
+                    "(discrete)"}
 NULL = {"continuous": "random vectors that were never optimized, decoded the same way",
         "pez": "random vectors never optimized, projected to their nearest tokens like PEZ's",
         "discrete": "random tokens, like discrete's starts, never optimized"}
@@ -83,8 +84,8 @@ if rep is not None:
         f"The cosine between restarts' optimized vectors says whether they at least point the "
         f"same way in embedding space even when their nearest tokens differ; the cosine of their "
         f"*moves* (x − x₀) asks whether the gradient pushes every start in the same direction. "
-        f"**{rep.same_as_start} of {n_total}** {decoded} are simply "
-        f"{'the token the restart started with' if rc.tokens else 'the nearest token of the random start'} "
+        f"**{rep.same_as_start} of {n_total}** {decoded} are simply the "
+        f"{'token the restart started with' if rc.tokens else 'nearest token of the random start'} "
         f"(the vectors moved {res.moved.mean():.0%} of their length). "
         + ("So most of what is decoded is the starting noise, not the target."
            if rep.same_as_start > n_total / 2 else

@@ -36,7 +36,7 @@ MAX_KEPT = 32
 class Bar:
     best: Prompts              # the corpus_top best n_tokens windows, measured (activation, ce)
     source: tuple[str, ...]    # the text each came from
-    contexts: pd.DataFrame     # lab.scan.top_contexts: rank, activation, source, ..., before, token, after
+    contexts: pd.DataFrame     # lab.scan.top_contexts: rank, activation, source, ..., token
     n_windows: int             # distinct n_tokens windows scored
     corpus: str                # lab.scan.Corpus.describe()
     seconds: float
@@ -49,8 +49,9 @@ class Bar:
     def windows(self) -> pd.DataFrame:
         """rank, activation, ce, text, tokens, survives_retokenize, source."""
         f = self.best.frame().drop(columns=["row", "restart", "lam"])
-        return f.assign(source=list(self.source)).sort_values("activation", ascending=False) \
-            .reset_index(drop=True).rename_axis("rank").reset_index().assign(rank=lambda d: d["rank"] + 1)
+        f = f.assign(source=list(self.source)).sort_values("activation", ascending=False)
+        return f.reset_index(drop=True).rename_axis("rank").reset_index() \
+            .assign(rank=lambda d: d["rank"] + 1)
 
     def summary(self) -> dict:
         return {"best": self.top, "best_text": self.best.text[self.best.best],

@@ -51,7 +51,8 @@ def pez(lm: LabModel, cfg: ActMaxConfig, target: Target, on_progress: OnProgress
             x.grad = p.grad + 2 * cfg.l2 * x.detach()
         got = obj.detach().float().cpu()
         better = got > best
-        best_ids = ids.cpu().clone() if best_ids is None else torch.where(better[:, None], ids.cpu(), best_ids)
+        best_ids = (ids.cpu().clone() if best_ids is None
+                    else torch.where(better[:, None], ids.cpu(), best_ids))
         best = torch.maximum(best, got)
         rec.add(s.target.detach().cpu(), s.neighbours.cpu(), (penalty - obj.detach()).cpu(),
                 x.detach().clone(), ce=s.ce.detach().cpu(), ids=best_ids.clone())

@@ -157,7 +157,8 @@ class ActMaxResult:
         if self.bar is not None:
             b = self.bar.summary()
             out |= {"corpus_best": round(b["best"], 4), "corpus_best_text": b["best_text"],
-                    "corpus": f"{b['n_windows']:,} windows of {self.config.n_tokens} tokens; {b['corpus']}"}
+                    "corpus": f"{b['n_windows']:,} windows of {self.config.n_tokens} tokens; "
+                              f"{b['corpus']}"}
         return out
 
 

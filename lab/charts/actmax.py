@@ -28,7 +28,7 @@ UNITS = {"dim": "residual-stream units", "neuron": "MLP-neuron units",
          "latent": "SAE-latent units"}                                   # by ActMaxConfig.unit
 STEP_TITLES = {"continuous": "Adam step (updates applied)",             # by ActMaxConfig.method
                "pez": "Adam step on the continuous copy (forward on its nearest tokens)",
-               "discrete": "search step (the best one-token swap kept)",
+               "discrete": "search step (moved to the best one-token swap tried)",
                "epo": "search step (the population chosen again)"}
 
 
