@@ -65,5 +65,5 @@ def checkbox(label: str, cls, path: str, key: str, **kw) -> bool:
 def text(label: str, cls, path: str, key: str, **kw) -> str:
     """A text input for a str field, or a comma-separated tuple of words."""
     value = default(cls, path)
-    _seed_state(key, ", ".join(value) if isinstance(value, tuple) else value)
+    _seed_state(key, ", ".join(map(str, value)) if isinstance(value, tuple) else value)
     return st.text_input(label, key=key, help=kw.pop("help", field_of(cls, path).help), **kw)
