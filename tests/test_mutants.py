@@ -885,3 +885,11 @@ def test_optimize_stops_after_the_target_block(tiny):
     with _Calls(last) as calls:
         optimize(tiny, ActMaxConfig(hook=resid_post(0), index=5, n_tokens=2, steps=2))
     assert calls.n == 0
+
+
+def test_survivors_in_top_counts_the_top_n_asked_for():
+    z, target, control = _sel_code()
+    z[:, 5] = 0.0
+    z[torch.as_tensor(target), 5] = 3.0          # a second latent that fires on the targets only
+    res = lsel.selectivity_from_masks(z, target, control, lsel.SelectivityConfig(n_shuffles=50, top=5))
+    assert res.survivors_in_top(1) == 1 and res.survivors_in_top() == 2
