@@ -174,7 +174,8 @@ def capture(lm: LabModel, names: list[str], stop_early: bool = False,
     handles = []
     try:
         with lm.lock:
-            handles = [_register(lm, p, store, tid) for p in points]
+            for p in points:   # one at a time: a failing register still leaves the others removable
+                handles.append(_register(lm, p, store, tid))
             deepest = max(p.layer for p in points) if points else lm.n_layers - 1
             if stop_early and deepest < lm.n_layers - 1:
                 handles.append(_register_stop(lm, deepest, tid))

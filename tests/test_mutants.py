@@ -380,9 +380,7 @@ def test_title_comes_from_the_heading_else_the_title_tag(head, h1, title):
 @pytest.mark.parametrize("script, revision", [
     ('<script>RLCONF={"wgRevisionId":1};</script>', 1),
     ('<script>RLCONF={"wgRevisionId":0};</script>', None),        # 0: a page with no revision
-    pytest.param('<a href="/w/index.php?title=LED&amp;oldid=1234">permanent link</a>', 1234,
-                 marks=pytest.mark.xfail(strict=True, reason="lab bug (issue 16 note): the fallback "
-                                         "regex misses the HTML-escaped '&amp;oldid=' of real links")),
+    ('<a href="/w/index.php?title=LED&amp;oldid=1234">permanent link</a>', 1234),  # HTML-escaped
     ('<a href="/w/index.php?oldid=77">permanent link</a>', 77),
     ("", None),
 ])

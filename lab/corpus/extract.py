@@ -75,5 +75,5 @@ def _title(soup) -> str:
 
 
 def _revision(html: str) -> int | None:
-    m = re.search(r'"wgRevisionId"\s*:\s*(\d+)', html) or re.search(r"[?&]oldid=(\d+)", html)
+    m = re.search(r'"wgRevisionId"\s*:\s*(\d+)', html) or re.search(r"[?&;]oldid=(\d+)", html)
     return int(m.group(1)) if m and int(m.group(1)) > 0 else None
