@@ -18,13 +18,8 @@ from lab.sae import SparseAutoencoder, class_counts, latent_stats
 from lab import selectivity as lsel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: a second intra-op thread only adds spin-waiting on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one torch thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- actmax: loss = -a + l2 ||x||^2

@@ -12,13 +12,8 @@ from lab import hooks
 from lab.hooks import EMBED, HookPoint, capture, forward, mlp_out, mlp_post, resid_post, run_with_hooks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: a second intra-op thread only adds spin-waiting on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one torch thread (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ids(lm, text="Light-emitting diodes turn current into light."):
