@@ -46,6 +46,12 @@ class Progress:
 OnProgress = Callable[[Progress], None]
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as a progress message says them: "42 s", "3 min 05 s"."""
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
 class Cancelled(Exception):
     """Raised by an `on_progress` callback to stop a run at that point."""
 

@@ -247,8 +247,3 @@ class Runner:
                 del self._of_session[s]
         job.done.set()
         self._lock.notify_all()
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

@@ -26,7 +26,8 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lab.cache import DiskCache
 from lab.registry import Experiment
-from lab.runner import Runner, format_duration
+from lab.experiment import format_duration
+from lab.runner import Runner
 from ui.common import load_shared
 
 REDRAW_S = 0.5      # redraw the bar and a live chart at most this often: each redraw costs

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from lab.experiment import format_duration  # noqa: F401  (re-exported by lab.laminar)
 from lab.laminar.capture import capture_mlp_out
 from lab.laminar.config import LaminarConfig
 from lab.models import LabModel
@@ -92,8 +93,3 @@ def estimate(lm: LabModel, cfg: LaminarConfig, rates: tuple[float, float] | None
     return Estimate(capture_gflop=forward_flops(lm, cfg.n_windows, cfg.window_len) / 1e9,
                     layer_gflop=layer_flops(lm, cfg) / 1e9, forward_gflops=f_rate,
                     sae_gflops=s_rate, n_layers=len(cfg.layers_of(lm)))
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
