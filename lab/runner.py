@@ -14,10 +14,14 @@
 - A job stops at its next progress callback once no session waits for it (it raises
   `Cancelled`); what it computed so far stays available to the sessions that detached.
 - A failing job gives its waiters one sentence; the runner keeps serving.
+- Workers run at a lower CPU priority (WORKER_NICE, Linux): when the cores are busy with
+  jobs, pages (a Stop, a rerun, the next student's queue note) still get the CPU at once.
 """
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +32,7 @@ from lab.registry import Experiment, for_config
 from lab.cache import DiskCache, ResultCache
 
 CACHE_BYTES = 1 << 30          # shared result cache: 1 GiB (the one place this is set)
+WORKER_NICE = 10               # workers' niceness (0 = as the pages; 19 = lowest priority)
 THREADS_PER_JOB = 1            # torch threads per running job (bench/class_load.py measures)
 
 
@@ -202,6 +207,7 @@ class Runner:
     # ---------------------------------------------------------------- workers
 
     def _work(self) -> None:
+        _lower_priority(WORKER_NICE)
         if self.threads_per_job:
             import torch
             torch.set_num_threads(self.threads_per_job)
@@ -247,3 +253,12 @@ class Runner:
                 del self._of_session[s]
         job.done.set()
         self._lock.notify_all()
+
+
+def _lower_priority(nice: int) -> None:
+    """Make the calling thread (and the threads it starts) yield the CPU to the server's
+    others. Linux gives each thread its own nice value; elsewhere it would renice the whole
+    process, pages included, so it is left alone there."""
+    if sys.platform == "linux" and nice > 0:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, nice))

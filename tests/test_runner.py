@@ -6,6 +6,8 @@ the test, never by timing.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from lab.sizes import nbytes
 GATES: dict = {}
 STARTED: list[int] = []
 RUNS: list[int] = []
+NICE: list[int] = []      # the niceness each run saw on its worker thread
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class FakeResult:
 
 def run(lm, cfg: FakeConfig, on_progress=None):
     STARTED.append(cfg.seed)
+    if sys.platform == "linux":
+        NICE.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
     for step in range(cfg.steps):
         if cfg.gated:
             assert gate(cfg.seed).acquire(timeout=10), "gate never opened"
@@ -62,7 +67,7 @@ FAKE = Experiment("fake", "Fake", "", "a fake experiment", __name__, "FakeConfig
 
 @pytest.fixture
 def runner():
-    GATES.clear(), STARTED.clear(), RUNS.clear()
+    GATES.clear(), STARTED.clear(), RUNS.clear(), NICE.clear()
     return Runner(load=lambda model, device: model, workers=1, threads_per_job=None,
                   resolve=lambda cfg: FAKE)
 
@@ -212,10 +217,20 @@ def test_disk_cache_serves_what_warm_wrote(tmp_path):
     key = ("m", "cpu", "fake", FakeConfig(seed=5))
     disk.put(key, FakeResult(5, np.arange(3)))
     assert disk.get(("m", "cpu", "fake", FakeConfig(seed=6))) is None
-    GATES.clear(), STARTED.clear(), RUNS.clear()
+    GATES.clear(), STARTED.clear(), RUNS.clear(), NICE.clear()
     warm = Runner(load=lambda m, d: m, workers=1, threads_per_job=None,
                   resolve=lambda cfg: FAKE, disk=disk)
     h = warm.submit("m", "cpu", FakeConfig(seed=5), "alice")
     assert h.status == "done" and h.result.values.tolist() == [0, 1, 2] and STARTED == []
     (tmp_path / next(p.name for p in tmp_path.iterdir())).write_bytes(b"garbage")
     assert disk.get(key) is None                       # unreadable: recomputed, no crash
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_jobs_run_at_a_lower_priority_than_the_pages(runner):
+    from lab.runner import WORKER_NICE
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    a = runner.submit("m", "cpu", FakeConfig(seed=1, gated=False), "alice")
+    assert a.wait(5) and a.status == "done"
+    assert NICE == [max(mine, WORKER_NICE)] and WORKER_NICE > 0
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine   # pages keep theirs

@@ -31,7 +31,7 @@ from lab.runner import Runner
 from ui.common import load_shared
 
 REDRAW_S = 0.5      # redraw the bar and a live chart at most this often: each redraw costs
-POLL_S = 0.2        # how often a waiting page looks at its job (a Stop lands within this)
+POLL_S = 0.1        # how often a waiting page looks at its job (a Stop lands within this)
 WORKERS, THREADS_PER_JOB = 2, 1   # on 2 cores: two one-thread jobs (bench/class_load.py)
 
 
@@ -48,6 +48,11 @@ class Job:
     def start(self, config: Any = None, model: str | None = None) -> None:
         st.session_state[f"job:{self.key}"] = {"status": "running", "result": None,
                                                "config": config, "progress": "", "model": model}
+
+    def touch(self) -> None:
+        """Read this job's state: Streamlit checks for a pending rerun (a Stop) on every
+        session-state access, so a cheap read is a point where a click can end the script."""
+        self._state
 
     def update(self, partial: Any, progress: str = "") -> None:
         self._state["result"] = partial
@@ -130,6 +135,7 @@ def run_live(lm, exp: Experiment, cfg, draw: Callable[[Any], None] | None = None
 def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
     last = 0.0
     while not handle.wait(POLL_S):
+        job.touch()     # a yield point: a Stop click interrupts the script here, not at the next redraw
         if handle.status == "queued":
             eta = handle.eta
             about = f", about {format_duration(eta)}" if eta is not None else ""
