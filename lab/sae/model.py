@@ -182,6 +182,18 @@ def loss_terms(sae: SparseAutoencoder, xs: torch.Tensor, recon: torch.Tensor,
     return mse, mse
 
 
+def loss_grads(sae: SparseAutoencoder, xs: torch.Tensor, recon: torch.Tensor,
+               l1: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(d loss / d recon [B, d], d loss / d code: a scalar tensor, or None) of `loss_terms`,
+    rounded as autograd rounds them (1/n in float32, then the products), so a step without
+    autograd takes bit-identical steps."""
+    one = recon.new_ones(())
+    g = (recon - xs).mul_(one / recon.numel() * 2)
+    if sae.activation == "relu" and l1 > 0:
+        return g, one / xs.shape[0] * l1
+    return g, None
+
+
 def dense_forward(sae: SparseAutoencoder, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain autograd on normalized rows: (reconstruction [B, d], dense code [B, latents])."""
     z = sae._activate(F.linear(xs - sae.b_dec, sae.W_enc, sae.b_enc))

@@ -20,9 +20,10 @@ import pandas as pd
 import torch
 
 from lab.sae.config import SAEConfig
-from lab.sae.kernels import SPARSE_CUTOFF, SPARSE_DEVICES, _DenseCode
+from lab.sae.kernels import (SPARSE_CUTOFF, SPARSE_DEVICES, _DenseCode, dense_grads, dense_relu,
+                             sparse_decode, sparse_grads)
 from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae,
-                           loss_terms)
+                           loss_grads, loss_terms)
 
 
 @dataclass
@@ -75,22 +76,62 @@ def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool):
 
 
 def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
-          cfg: SAEConfig, tally: _Tally, dense: bool = False) -> bool:
+          cfg: SAEConfig, tally: _Tally, dense: bool = False,
+          pre: torch.Tensor | None = None) -> bool:
     """One Adam step on the batch; returns whether the next step should be dense (a ReLU
-    code denser than SPARSE_CUTOFF), so a dense phase costs no wasted selection matmul."""
-    recon, vals, cols = _forward(sae, xs, dense)
-    loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+    code denser than SPARSE_CUTOFF), so a dense phase costs no wasted selection matmul.
+    `pre` [>= B, latents]: a buffer for the pre-activations, reused from step to step."""
+    if xs.device.type in SPARSE_DEVICES or sae.activation == "relu":
+        loss, mse, vals, cols = _gradients(sae, xs, cfg, dense, pre)
+    else:   # Top-K where the sparse kernels are missing: plain autograd
+        recon, vals = dense_forward(sae, xs)
+        loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        vals, cols = vals.detach(), None
     opt.step()
     if not sae.tied:
         _normalize_rows(sae.W_dec)   # unit atoms: the L1 cannot shrink z by growing atoms
-    vals = vals.detach()
     tally.add(loss.item(), mse.item(), xs.shape[0], vals, cols)
     if sae.activation == "topk":
         return False
     density = float((vals > 0).sum()) / (xs.shape[0] * sae.n_latents)
     return density > SPARSE_CUTOFF
+
+
+@torch.no_grad()
+def _gradients(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig, dense: bool,
+               pre: torch.Tensor | None):
+    """(loss, mse, code values, cols or None) of the batch, its gradients written straight
+    into the parameters' .grad buffers by the kernels' own backward (the same numbers as
+    autograd through _SparseCode / _DenseCode, without the graph or fresh gradient buffers)."""
+    B = xs.shape[0]
+    pre = pre[:B] if pre is not None else None
+    out = _grad_buffers(sae)
+    code = None
+    if not dense and xs.device.type in SPARSE_DEVICES:
+        selection = torch.addmm(sae.b_enc, xs - sae.b_dec, sae.W_enc.T, out=pre)
+        code = sae.active_code(xs, selection)
+    if code is None:   # a dense ReLU step
+        recon, z, xc = dense_relu(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec, pre)
+        loss, mse = loss_terms(sae, xs, recon, z, cfg.l1)
+        dense_grads(xc, z, sae.W_enc, sae.W_dec, *loss_grads(sae, xs, recon, cfg.l1), out=out)
+        return loss, mse, z, None
+    recon, vals = sparse_decode(sae.b_dec, sae.W_enc, sae.W_dec, code.crow, code.cols, code.pre)
+    loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
+    sparse_grads(xs, sae.b_dec, sae.W_enc, sae.W_dec, code.crow, code.cols, vals,
+                 *loss_grads(sae, xs, recon, cfg.l1), out=out)
+    return loss, mse, vals, code.cols
+
+
+def _grad_buffers(sae: SparseAutoencoder) -> tuple:
+    """The .grad buffers (b_dec, W_enc, b_enc, W_dec or None), made once and then overwritten
+    each step: a fresh 6144 x 768 buffer per step costs page faults, and zeroing it a pass."""
+    for p in sae.parameters():
+        if p.grad is None:
+            p.grad = torch.empty_like(p)
+    return (sae.b_dec.grad, sae.W_enc.grad, sae.b_enc.grad,
+            None if sae.tied else sae.W_dec.grad)
 
 
 @torch.no_grad()
@@ -146,6 +187,10 @@ class SAETrainer:
         self.gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.epochs_done, self.seconds = 0, 0.0
         self.dense = cfg.activation == "relu"   # a fresh ReLU code is dense: start dense
+        # the pre-activations of every step go into one buffer (a fresh one faults its pages in)
+        self.pre = torch.empty(min(cfg.batch_size, self.train.shape[0]), self.sae.n_latents,
+                               dtype=self.sae.W_enc.dtype,
+                               device=self.device)
 
     def epoch(self) -> dict:
         """One pass over the training rows; returns the epoch's metrics (`on_epoch` row)."""
@@ -155,7 +200,7 @@ class SAETrainer:
         order = torch.randperm(self.train.shape[0], generator=self.gen).to(self.train.device)
         for batch in order.split(self.cfg.batch_size):
             xs = self.train[batch].to(self.device)   # streamed rows: one batch at a time
-            self.dense = _step(self.sae, self.opt, xs, self.cfg, tally, self.dense)
+            self.dense = _step(self.sae, self.opt, xs, self.cfg, tally, self.dense, self.pre)
         self.epochs_done += 1
         row = {"epoch": self.epochs_done, "epochs": self.cfg.epochs,
                **tally.metrics(scale2, self.var_train)}
