@@ -3,6 +3,7 @@
     python bench/laminar_bench.py                      # defaults below, ReLU + L1 (the seed)
     python bench/laminar_bench.py --activation topk    # what Top-K gives instead
     python bench/laminar_bench.py --layers 4 --epochs 5 --windows 2   # a quicker look
+    python bench/laminar_bench.py --full-tokens [--model smollm2-135m] [--noise-seeds 2]
 
 Both sides get the same random GPT-2 small (GPT2Config(), random weights), the same random
 token windows, drop position 0, normalize each layer's activations the same way, and train a
@@ -144,9 +145,14 @@ def main() -> None:
                     "random tokens")
     ap.add_argument("--layers", type=int, default=12,
                     help="GPT-2 small has 12 (with --model: the first LAYERS of that model)")
+    ap.add_argument("--layer-list", help="comma-separated layers to train (instead of the first "
+                    "--layers); the model keeps all --layers layers")
     ap.add_argument("--windows", type=int, default=4)
     ap.add_argument("--window-len", type=int, default=256)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--full-tokens", action="store_true",
+                    help="the seed's 10 x 1024 tokens, ReLU + L1 and then Top-K, on --layer-list "
+                         "(default: first, middle and last layer), 10 epochs unless --epochs")
+    ap.add_argument("--epochs", type=int, help="SAE epochs (default 10)")
     ap.add_argument("--expansion", type=int, default=8, help="latents / d_model (768)")
     ap.add_argument("--activation", default="relu", choices=["relu", "topk"],
                     help="relu: ReLU + L1 on both sides (the seed); topk: Top-K on both sides")
@@ -156,59 +162,77 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--skip-seed", action="store_true", help="time the lab side only")
+    ap.add_argument("--noise-seeds", type=int, default=0,
+                    help="also train the lab side with seeds 1..N: the run-to-run spread of each "
+                         "layer's density and nMSE")
     ap.add_argument("--ray", action="store_true", help="in process vs local Ray tasks instead")
     ap.add_argument("--ray-cpus", default="1", help="with --ray: cores per task, e.g. 1,2")
     args = ap.parse_args()
+    if args.full_tokens:
+        args.windows, args.window_len = 10, 1024
+    args.epochs = args.epochs or 10
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(True)
     if args.ray:
         return ray_compare(args)
+    lm, windows, what = model_and_windows(args)
+    if args.layer_list:
+        layers = [int(x) for x in args.layer_list.split(",")]
+    elif args.full_tokens:
+        layers = sorted({0, args.layers // 2, args.layers - 1})
+    else:
+        layers = list(range(args.layers))
+    activations = ("relu", "topk") if args.full_tokens else (args.activation,)
+    ratios = {a: compare(lm, windows, layers, a, args, what) for a in activations}
+    if len(ratios) > 1:
+        print("\n" + "   ".join(f"{a}: {r:.2f}x" for a, r in ratios.items() if r))
 
+
+def model_and_windows(args):
+    """(model, token windows [n, T], a line saying what they are)."""
     if args.model:
         from lab import corpus
         from lab.models import load_model
         lm = load_model(args.model, "cpu")
         args.layers = min(args.layers, lm.n_layers)
-    else:
-        lm = gpt2_small_random(args.layers)
-    cfg = laminar.preset("full", n_windows=args.windows, window_len=args.window_len,
-                         layers=tuple(range(args.layers)),
-                         **{"sae.epochs": args.epochs, "sae.expansion": args.expansion,
-                            "sae.l1": args.l1, "sae.lr": args.lr, "sae.batch_size": args.batch_size,
-                            "sae.activation": args.activation, "sae.k": args.k})
-    if args.model:
         ids = corpus.tokenize(lm.tokenizer, corpus.bundled_article().text)
         windows = corpus.sample_windows(ids, args.windows, args.window_len, seed=0)
-        what = f"{lm.name}, real weights, LED text"
-    else:
-        windows = torch.randint(0, lm.vocab_size, (args.windows, args.window_len),
-                                generator=torch.Generator().manual_seed(0))
-        what = "GPT-2 small shape, random weights, random tokens"
-    print(f"{what}, {args.layers} layers; {args.windows} x "
-          f"{args.window_len} tokens; SAE {cfg.sae.latents_for(lm.d_model)} latents, {args.activation}, "
-          f"l1 {args.l1:g}, lr {args.lr:g}, {args.epochs} epochs, batch {args.batch_size}; "
-          f"{torch.get_num_threads()} threads")
+        return lm, windows, f"{lm.name}, real weights, LED text"
+    lm = gpt2_small_random(args.layers)
+    windows = torch.randint(0, lm.vocab_size, (args.windows, args.window_len),
+                            generator=torch.Generator().manual_seed(0))
+    return lm, windows, "GPT-2 small shape, random weights, random tokens"
 
-    capture = {}
-    t0 = time.perf_counter()
 
-    def on_progress(p):
-        if p.done <= 1:   # the forward passes are the first unit; the last call ends them
-            capture["end"] = time.perf_counter()
+def lab_config(layers, activation: str, args, seed: int = 0) -> laminar.LaminarConfig:
+    return laminar.preset("full", n_windows=args.windows, window_len=args.window_len,
+                          layers=tuple(layers), seed=seed,
+                          **{"sae.epochs": args.epochs, "sae.expansion": args.expansion,
+                             "sae.l1": args.l1, "sae.lr": args.lr,
+                             "sae.batch_size": args.batch_size, "sae.activation": activation,
+                             "sae.k": args.k})
 
-    rows = laminar.sweep(lm, windows, cfg, on_progress=on_progress)
-    lab_total = time.perf_counter() - t0
-    lab_fwd = capture["end"] - t0
+
+def compare(lm, windows, layers, activation: str, args, what: str) -> float | None:
+    """Both sides on `layers` with one activation; prints both and returns seed-style / lab."""
+    cfg = lab_config(layers, activation, args)
+    print(f"\n{what}, layers {layers}; {args.windows} x {args.window_len} tokens; SAE "
+          f"{cfg.sae.latents_for(lm.d_model)} latents, {activation}, l1 {args.l1:g}, lr "
+          f"{args.lr:g}, {args.epochs} epochs, batch {args.batch_size}; "
+          f"{torch.get_num_threads()} threads", flush=True)
+    rows, lab_total, lab_fwd = lab_side(lm, windows, cfg)
     print(f"lab:        {lab_total:7.1f} s  (one forward for all layers {lab_fwd:.1f} s, "
           f"SAEs {lab_total - lab_fwd:.1f} s)  mean density {rows['density'].mean():.4f}, "
-          f"mean nMSE {rows['nmse'].mean():.4f}, held-out {rows['val_nmse'].mean():.4f}")
+          f"mean nMSE {rows['nmse'].mean():.4f}, held-out {rows['val_nmse'].mean():.4f}", flush=True)
+    print_layers("lab", rows.to_dict("records"))
+    if args.noise_seeds:
+        noise(lm, windows, layers, activation, args, rows)
     if args.skip_seed:
-        return
-
+        return None
     fwd = sae_s = 0.0
     seed_rows = []
-    for layer in range(args.layers):
+    for layer in layers:
         row, f, s = seed_style_layer(lm, windows, layer, cfg)
         seed_rows.append(row)
         fwd, sae_s = fwd + f, sae_s + s
@@ -217,8 +241,41 @@ def main() -> None:
     print(f"seed-style: {seed_total:7.1f} s  (one forward per layer {fwd:.1f} s, "
           f"SAEs {sae_s:.1f} s)  mean density {mean['density']:.4f}, mean nMSE {mean['nmse']:.4f}, "
           f"held-out {mean['val_nmse']:.4f}")
-    print(f"ratio (seed-style / lab): {seed_total / lab_total:.2f}x   "
-          f"forward {fwd / lab_fwd:.1f}x, SAE training {sae_s / (lab_total - lab_fwd):.2f}x")
+    print_layers("seed-style", seed_rows)
+    print(f"ratio (seed-style / lab), {activation}: {seed_total / lab_total:.2f}x   "
+          f"forward {fwd / lab_fwd:.1f}x, SAE training {sae_s / (lab_total - lab_fwd):.2f}x",
+          flush=True)
+    return seed_total / lab_total
+
+
+def lab_side(lm, windows, cfg):
+    """(rows, total seconds, seconds of the forward passes) of lab.laminar.sweep."""
+    capture = {}
+    t0 = time.perf_counter()
+
+    def on_progress(p):
+        if p.done <= 1:   # the forward passes are the first unit; the last call ends them
+            capture["end"] = time.perf_counter()
+
+    rows = laminar.sweep(lm, windows, cfg, on_progress=on_progress)
+    return rows, time.perf_counter() - t0, capture["end"] - t0
+
+
+def print_layers(side: str, rows: list[dict]) -> None:
+    print(f"  {side} per layer: " + "; ".join(
+        f"L{r['layer']} density {r['density']:.4f} nMSE {r['nmse']:.4f}" for r in rows))
+
+
+def noise(lm, windows, layers, activation, args, rows) -> None:
+    """The lab side again with seeds 1..N: each layer's spread (max - min over the seeds, seed
+    0 included) of density and nMSE, the run-to-run noise a change must stay within."""
+    runs = [rows] + [lab_side(lm, windows, lab_config(layers, activation, args, seed))[0]
+                     for seed in range(1, args.noise_seeds + 1)]
+    for col in ("density", "nmse"):
+        spread = [max(r[col].iloc[i] for r in runs) - min(r[col].iloc[i] for r in runs)
+                  for i in range(len(layers))]
+        print(f"  run-to-run spread over seeds 0..{args.noise_seeds}, {col}: " + ", ".join(
+            f"L{L} {s:.4f}" for L, s in zip(layers, spread)))
 
 
 def ray_compare(args) -> None:
