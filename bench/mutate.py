@@ -56,7 +56,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "laminar": (["lab/laminar/train.py"],
                 # not test_ray.py: its Stop test fails under mutmut's trampolines (Ray workers)
                 ["tests/test_laminar.py", "tests/test_laminar_resume.py",
-                 "tests/test_pinned_laminar.py", "tests/test_mutants.py"]),
+                 "tests/test_pinned_laminar.py", "tests/test_mutants.py",
+                 "tests/test_laminar_mutants.py"]),
     "actmax": (["lab/actmax/optimize.py", "lab/actmax/decode.py"],
                ["tests/test_actmax.py", "tests/test_guards.py", "tests/test_pinned_actmax.py",
                 "tests/test_mutants.py"]),
