@@ -289,7 +289,7 @@ def ours_phases(trainer: SAETrainer, xs: torch.Tensor, ph: Phases) -> None:
     ph.start()
     out = _grad_buffers(sae)
     xc = xs - sae.b_dec
-    pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=trainer.pre[:xs.shape[0]])
+    pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=trainer.work.pre[:xs.shape[0]])
     ph.tick("encoder matmul")
     code = sae.active_code(xs, pre)
     ph.tick("top-k selection")
