@@ -97,7 +97,7 @@ def press_run_together(pages) -> list[dict]:
     """Click Run on every page (a few ms apart), then poll until each shows its result."""
     rows = [{"clicked": None, "noted": None, "done": None, "value": None} for _ in pages]
     for page, row in zip(pages, rows):
-        page.get_by_role("button", name="Run").click()
+        page.get_by_role("button", name="Run", exact=True).click()
         row["clicked"] = time.perf_counter()
     while any(r["done"] is None for r in rows):
         for page, row in zip(pages, rows):

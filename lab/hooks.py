@@ -190,15 +190,18 @@ def capture(lm: LabModel, names: list[str], stop_early: bool = False,
 
 def forward(lm: LabModel, input_ids: torch.Tensor | None = None,
             inputs_embeds: torch.Tensor | None = None,
-            attention_mask: torch.Tensor | None = None):
+            attention_mask: torch.Tensor | None = None, past_key_values=None):
     """Run the transformer body (no LM head: the experiments never need logits).
 
+    `past_key_values` (a transformers Cache) continues a prefix: its keys and values are
+    read, and this forward's are appended to it (also when the forward is stopped early).
     Returns the body's output, or None when a `capture(stop_early=True)` stopped it.
     """
     body = lm.arch.body_of(lm.model)
     try:
         return body(input_ids=input_ids, inputs_embeds=inputs_embeds,
-                    attention_mask=attention_mask, use_cache=False)
+                    attention_mask=attention_mask, past_key_values=past_key_values,
+                    use_cache=past_key_values is not None)
     except _StopForward:
         return None
 

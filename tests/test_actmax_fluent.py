@@ -14,7 +14,7 @@ from lab.actmax.discrete import one_hot_gradient, swap_candidates
 from lab.actmax.epo import pareto
 from lab.actmax.prompts import measure
 from lab.actmax.repro import ReproConfig
-from lab.actmax.target import allowed_tokens, evaluate, random_ids, target_of
+from lab.actmax.target import allowed_tokens, evaluate, evaluate_swaps, random_ids, target_of
 from lab.experiment import Cancelled
 from lab.scan import scan_corpus
 
@@ -126,6 +126,45 @@ def test_batched_candidate_evaluation_equals_each_alone(tiny):
             for a, b in zip(alone, batched):
                 torch.testing.assert_close(a[0], b[i], rtol=1e-5, atol=1e-6, equal_nan=True)
     assert torch.isnan(evaluate(tiny, goal, ids[:2], fluent=False).ce).all()
+
+
+def _one_swap_candidates(lm, ids, n, seed=0):
+    """[B, n, T]: each a copy of its prompt with one random position set to a random token;
+    every fifth candidate left unchanged (a no-op swap must score as its prompt)."""
+    B, T = ids.shape
+    cands = ids.unsqueeze(1).repeat(1, n, 1)
+    g = torch.Generator().manual_seed(seed)
+    new = random_ids(lm, seed, 1, B * n, stream=7)[0].view(B, n)
+    for b in range(B):
+        for j in range(n):
+            if j % 5:
+                cands[b, j, torch.randint(T, (1,), generator=g)] = new[b, j]
+    return cands
+
+
+@pytest.mark.parametrize("hook, fluent", [(hooks.resid_post(1), False), (hooks.mlp_post(1), True),
+                                          ("hook_embed", False), ("hook_embed", True)])
+def test_prefix_shared_evaluation_equals_evaluating_every_candidate(tiny, hook, fluent):
+    goal = target_of(tiny, cfg_tiny(hook=hook))
+    ids = random_ids(tiny, 3, 4, 6, stream=9)
+    cands = _one_swap_candidates(tiny, ids, 30)
+    shared = evaluate_swaps(tiny, goal, ids, cands, fluent, batch=7)   # ragged chunks
+    plain = evaluate(tiny, goal, cands.flatten(0, 1), fluent)
+    for a, b in zip(shared, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert not torch.isnan(shared.ce).any() if fluent else torch.isnan(shared.ce).all()
+
+
+@pytest.mark.slow
+def test_prefix_shared_evaluation_equals_evaluating_every_candidate_on_smollm2(smol):
+    goal = target_of(smol, ActMaxConfig(hook=hooks.resid_post(7), index=91, method="discrete"))
+    ids = random_ids(smol, 3, 2, 5, stream=9)
+    cands = _one_swap_candidates(smol, ids, 12)
+    for fluent in (False, True):
+        shared = evaluate_swaps(smol, goal, ids, cands, fluent)
+        plain = evaluate(smol, goal, cands.flatten(0, 1), fluent)
+        for a, b in zip(shared, plain):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, equal_nan=True)
 
 
 @pytest.mark.parametrize("method, hook", [("discrete", hooks.resid_post(1)),

@@ -7,8 +7,9 @@ Each step, for every row (a restart; in epo, a member of a restart's population)
      `n` candidate prompts with one position swapped to one of them (position and token
      uniformly random, from the row's own generator: a row's path does not depend on how
      many rows run beside it).
-  3. all candidates of all rows scored in batched forwards (lab.actmax.target.evaluate) that
-     stop after the target's block unless a fluency weight needs the cross-entropy.
+  3. all candidates of all rows scored in batched forwards (lab.actmax.target.evaluate_swaps)
+     that stop after the target's block unless a fluency weight needs the cross-entropy; a
+     candidate's positions before its swap are the prompt's, computed once (a key/value cache).
   4. discrete: a row moves to its best candidate (even a worse one: GCG's walk) and the
      answer is the best prompt visited; epo chooses across a restart's whole population
      (lab.actmax.epo).
@@ -23,8 +24,8 @@ import torch
 
 from lab.actmax.config import ActMaxConfig
 from lab.actmax.optimize import HISTORY_COLUMNS, Recorder
-from lab.actmax.target import (Scores, Target, allowed_tokens, evaluate, forward_scores,
-                               random_ids, stream_seed)
+from lab.actmax.target import (Scores, Target, allowed_tokens, evaluate, evaluate_swaps,
+                               forward_scores, random_ids, stream_seed)
 from lab.experiment import OnProgress, report
 from lab.models import LabModel
 
@@ -125,7 +126,7 @@ def search(lm: LabModel, cfg: ActMaxConfig, target: Target, lam: torch.Tensor, s
         if last:
             break
         cands = swap_candidates(ids, grad, allowed, cfg.top_k, per_row, gens)   # [B, n, T]
-        scores = evaluate(lm, target, cands.flatten(0, 1), cfg.fluent)
+        scores = evaluate_swaps(lm, target, ids, cands, cfg.fluent)
         ids = select(ids, cur, cands, scores)
     return rec
 

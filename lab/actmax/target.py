@@ -4,6 +4,9 @@
                                           there), reduced over positions (mean or last)
     scores = evaluate(lm, target, ids)    [N, T] token ids -> target, neighbours, cross-entropy
                                           [N], in batched forwards
+    scores = evaluate_swaps(lm, target, ids, cands)   [B, n, T] one-swap candidates of the
+                                          prompts ids [B, T]: the same Scores [B*n], each
+                                          unchanged prefix computed once (a key/value cache)
 
 Without a fluency weight the forward stops after the target's block (lab.hooks); with one it
 runs the whole body and the LM head on positions 0..T-2, for the cross-entropy of tokens
@@ -160,6 +163,56 @@ def evaluate(lm: LabModel, target: Target, ids: torch.Tensor, fluent: bool = Fal
     if not parts:
         return Scores(*(torch.empty(0) for _ in range(3)))
     return Scores(*(torch.cat(col) for col in zip(*parts)))
+
+
+@torch.no_grad()
+def evaluate_swaps(lm: LabModel, target: Target, ids: torch.Tensor, cands: torch.Tensor,
+                   fluent: bool = False, batch: int = EVAL_BATCH) -> Scores:
+    """Scores [B*n] of candidates [B, n, T], each equal to its prompt ids[b] before the first
+    position where it differs: what `evaluate(cands.flatten(0, 1))` gives (to float rounding),
+    with tokens before that position not run again. Causal attention makes a prefix's
+    activations independent of what follows, so one forward of the prompts keeps them (and
+    their keys and values); candidates whose swap is at position p run positions p.. only."""
+    B, n, T = cands.shape
+    base, cache = _prefix_forward(lm, target.hook, ids.to(lm.device), fluent)
+    if cache.get_seq_length() == 0:       # stopped before block 0 (hook_embed): nothing to reuse
+        return evaluate(lm, target, cands.reshape(B * n, T), fluent, batch)
+    flat = cands.reshape(B * n, T).to(lm.device)
+    rows = torch.arange(B, device=lm.device).repeat_interleave(n)
+    differ = flat != ids.to(lm.device)[rows]
+    start = torch.where(differ.any(1), differ.float().argmax(1), T - 1)   # no swap: rerun the last
+    act = torch.empty(B * n, T, base["act"].shape[-1], device=lm.device)
+    last = torch.empty(B * n, T, base["last"].shape[-1], device=lm.device) if fluent else None
+    for p in start.unique().tolist():
+        for chunk in (start == p).nonzero().squeeze(1).split(batch):
+            r = rows[chunk]
+            past = _past(cache, r, p) if p else None
+            with capture(lm, [target.hook], stop_early=not fluent) as got:
+                out = forward(lm, input_ids=flat[chunk, p:], past_key_values=past)
+            act[chunk] = torch.cat([base["act"][r, :p], got[target.hook]], 1)
+            if fluent:
+                last[chunk] = torch.cat([base["last"][r, :p], out.last_hidden_state], 1)
+    t, nb = target.read(act)
+    ce = cross_entropy(lm, last, flat) if fluent else torch.full_like(t, float("nan"))
+    return Scores(t.float().cpu(), nb.float().cpu(), ce.float().cpu())
+
+
+def _prefix_forward(lm: LabModel, hook: str, ids: torch.Tensor, fluent: bool):
+    """The prompts' activations at `hook` (and final hidden states when `fluent`), with the
+    key/value cache of every block that ran."""
+    from transformers import DynamicCache
+    cache = DynamicCache(config=lm.model.config)
+    with capture(lm, [hook], stop_early=not fluent) as got:
+        out = forward(lm, input_ids=ids, past_key_values=cache)
+    return {"act": got[hook], "last": out.last_hidden_state if fluent else None}, cache
+
+
+def _past(cache, rows: torch.Tensor, p: int):
+    """A cache holding positions 0..p-1 of the prompts `rows` (one row per candidate)."""
+    from transformers import DynamicCache
+    kv = [(layer.keys[rows, :, :p], layer.values[rows, :, :p]) for layer in cache.layers
+          if getattr(layer, "keys", None) is not None]
+    return DynamicCache(ddp_cache_data=kv)
 
 
 def allowed_tokens(lm: LabModel) -> torch.Tensor:
