@@ -77,6 +77,18 @@ def test_ray_path_gives_the_in_process_rows(tiny, monkeypatch):
         [[2], [1, 2], [0, 1, 2]]   # the partial rows stay sorted as tasks end out of order
 
 
+def test_in_process_sweep_refuses_a_device_it_lacks_before_the_capture(tiny):
+    """Without a pool the SAEs train here, on cfg.device_of: a device this machine lacks is an
+    error, not a silent fallback to the CPU (no machine has both CUDA and MPS)."""
+    from lab.models import available_devices
+    absent = next(d for d in ("cuda", "mps") if d not in available_devices())
+    batches = []
+    with pytest.raises(ValueError, match=f"sae_device: device '{absent}' is not present here"):
+        laminar.sweep(tiny, _windows(tiny), replace(TINY, sae_device=absent),
+                      on_progress=batches.append)
+    assert batches == []   # refused before any forward pass
+
+
 # ---------------------------------------------------------------- resume
 
 def test_resume_with_every_layer_done_says_so_and_returns_the_rows(tiny, tmp_path):
@@ -211,19 +223,19 @@ def _left(seconds: float) -> str:
 def test_capture_eta_is_the_batches_left_then_every_layer_at_the_forward_rate(tiny, clock):
     """Before any SAE has been timed, each layer's SAE FLOPs go at the forward pass's FLOP rate."""
     cfg = replace(TINY, forward_batch=2)
-    windows = torch.zeros(5, 16, dtype=torch.long)   # 3 batches of 2, 2, 1 windows
+    windows = torch.zeros(7, 16, dtype=torch.long)   # 4 batches of 2, 2, 2, 1 windows
     sent = []
     rep = laminar_train._Reporter(tiny, cfg, windows, 3, sent.append)
     per_layer = layer_flops(tiny, cfg)
-    clock.now = 100.5
-    rep.on_batch(1, 3)                 # 0.5 s for 2 windows
-    clock.now = 102.0
-    rep.on_batch(3, 3)                 # 2 s for all 5 (not 6) windows
-    first = 0.5 * 2 + 3 * per_layer / (forward_flops(tiny, 2, 16) / 0.5)
-    last = 3 * per_layer / (forward_flops(tiny, 5, 16) / 2.0)
+    for now, b in ((100.5, 1), (101.0, 2), (102.0, 4)):   # 0.5 s a batch, the last one short
+        clock.now = now
+        rep.on_batch(b, 4)
+    eta = [0.5 * 3 + 3 * per_layer / (forward_flops(tiny, 2, 16) / 0.5),
+           1.0 / 2 * 2 + 3 * per_layer / (forward_flops(tiny, 4, 16) / 1.0),
+           3 * per_layer / (forward_flops(tiny, 7, 16) / 2.0)]   # 7 windows seen, not 8
     assert [(p.done, p.total, p.unit, p.message) for p in sent] == [
-        (1 / 3, 4, "layer", f"Capturing MLP outputs of all layers: batch 1/3{_left(first)}"),
-        (1, 4, "layer", f"Capturing MLP outputs of all layers: batch 3/3{_left(last)}")]
+        (b / 4, 4, "layer", f"Capturing MLP outputs of all layers: batch {b}/4{_left(s)}")
+        for b, s in zip((1, 2, 4), eta)]
     assert list(sent[0].partial.columns) == laminar.COLUMNS and sent[0].partial.empty
 
 
