@@ -174,6 +174,12 @@ class Runner:
             return (last, job.order)
         return sorted((j for j in self._jobs.values() if j.status == "queued"), key=rank)
 
+    @property
+    def followers(self) -> int:
+        """Sessions waiting for a queued or running job (the pages that poll and redraw)."""
+        with self._lock:
+            return len(self._of_session)
+
     def position(self, job: Job) -> int:
         with self._lock:
             queued = self._queued()

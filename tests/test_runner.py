@@ -234,3 +234,14 @@ def test_jobs_run_at_a_lower_priority_than_the_pages(runner):
     assert a.wait(5) and a.status == "done"
     assert NICE == [max(mine, WORKER_NICE)] and WORKER_NICE > 0
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine   # pages keep theirs
+
+
+def test_followers_counts_the_sessions_waiting_for_jobs(runner):
+    a = runner.submit("m", "cpu", FakeConfig(seed=1), "alice")
+    runner.submit("m", "cpu", FakeConfig(seed=1), "bob")        # shares alice's job
+    c = runner.submit("m", "cpu", FakeConfig(seed=2), "carol")   # queued behind it
+    assert runner.followers == 3
+    c.detach()
+    assert runner.followers == 2
+    gate(1).set()
+    assert a.wait(5) and runner.followers == 0

@@ -17,6 +17,7 @@ it (through the experiment's `partial_result`), marked as stopped.
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable
 
@@ -30,7 +31,9 @@ from lab.experiment import format_duration
 from lab.runner import Runner
 from ui.common import load_shared
 
-REDRAW_S = 0.5      # redraw the bar and a live chart at most this often: each redraw costs
+REDRAW_S = 0.5      # a page redraws its bar (and live chart) at most this often, and
+REDRAWS_PER_S = 2.0  # all following pages their live charts at most this often together: each
+                     # chart is built on the server (8 pages at 0.5 s each slowed a shared job ~2x)
 POLL_S = 0.1        # how often a waiting page looks at its job (a Stop lands within this)
 WORKERS, THREADS_PER_JOB = 2, 1   # on 2 cores: two one-thread jobs (bench/class_load.py)
 
@@ -90,9 +93,18 @@ def stop_button(job: Job) -> None:
     st.button("Stop", key=f"stop:{job.key}", icon=":material/stop_circle:")
 
 
+GIL_SWITCH_S = 0.001   # Python's default 5 ms: see runner()
+
+
 @st.cache_resource(show_spinner=False)
 def runner() -> Runner:
-    """The process's one job runner, shared by every browser session."""
+    """The process's one job runner, shared by every browser session.
+
+    Pages and jobs share one interpreter lock. A page's script re-takes it after each torch
+    call, and at Python's default switch interval (5 ms) it waits that long behind a job's
+    Python loop every time: a 20 ms stopped-run summary took 0.6 s beside two jobs. A 1 ms
+    interval keeps pages responsive."""
+    sys.setswitchinterval(GIL_SWITCH_S)
     return Runner(load=load_shared, workers=WORKERS, threads_per_job=THREADS_PER_JOB,
                   disk=DiskCache())
 
@@ -132,26 +144,39 @@ def run_live(lm, exp: Experiment, cfg, draw: Callable[[Any], None] | None = None
     return handle.result
 
 
+def redraw_interval(followers: int) -> float:
+    """Seconds between one page's redraws when `followers` pages follow jobs."""
+    return max(REDRAW_S, followers / REDRAWS_PER_S)
+
+
 def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
-    last = 0.0
+    last_bar = last_chart = 0.0
+    said = None
     while not handle.wait(POLL_S):
         job.touch()     # a yield point: a Stop click interrupts the script here, not at the next redraw
         if handle.status == "queued":
             eta = handle.eta
             about = f", about {format_duration(eta)}" if eta is not None else ""
-            note_slot.info(f"Queued: {handle.position} run(s) ahead of you{about}.",
-                           icon=":material/hourglass_top:")
+            note = f"Queued: {handle.position} run(s) ahead of you{about}."
+            if note != said:          # only a changed note goes to the browser
+                note_slot.info(note, icon=":material/hourglass_top:")
+                said = note
             continue
         p = handle.progress
-        if p is None or time.monotonic() - last < REDRAW_S:
+        if p is None or time.monotonic() - last_bar < REDRAW_S:
             continue
-        last = time.monotonic()
+        last_bar = time.monotonic()
         job.update(p.partial, p.message)
         shared = handle.shared_with
-        note_slot.caption(f"Shared with {shared} other session(s): the same settings run once."
-                          if shared else "")
-        bar_slot.progress(p.fraction, text=p.message)
-        if draw is not None and p.partial is not None:
+        note = (f"Shared with {shared} other session(s): the same settings run once."
+                if shared else "")
+        if note != said:
+            note_slot.caption(note)
+            said = note
+        bar_slot.progress(p.fraction, text=p.message)          # small: every REDRAW_S
+        if draw is not None and p.partial is not None and \
+                time.monotonic() - last_chart >= redraw_interval(runner().followers):
+            last_chart = time.monotonic()
             with live_slot.container():
                 draw(p.partial)
 
