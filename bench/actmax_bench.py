@@ -20,18 +20,25 @@ timing does not depend on the weights).
     python bench/actmax_bench.py --case discrete        # the discrete method on smollm2-135m (below)
 
 The discrete case (smollm2-135m, real weights; blocks.7.hook_resid_post dim 91, 5 tokens):
-one step's candidate evaluation, `candidates` prompts scored by `lab.actmax.evaluate` in
-one batched forward that stops after block 7, against a per-candidate loop at equal settings
-(the same function on one prompt at a time: the same forward, hook and numbers), and against
-a naive loop (HF's full model with output_hidden_states per candidate); the same with the
-fluency term (the full body and the LM head, for the cross-entropy); then seconds per step
-of `lab.actmax.run` with method discrete, without and with a fluency weight.
+one step's candidates (a random prompt with one position swapped each, made by the search's
+own `swap_candidates`) scored three ways: a per-candidate loop at equal settings
+(`lab.actmax.evaluate` on one prompt at a time: the same forward, hook and numbers); all of
+them in one batched forward that stops after block 7 (`evaluate`); and the search's step,
+batched with each candidate's unchanged prefix taken from the prompt's key/value cache
+(`evaluate_swaps`). The same with the fluency term (the full body and the LM head), a naive
+loop (HF's full model with output_hidden_states per candidate), and seconds per step of
+`lab.actmax.run` with method discrete, without and with a fluency weight.
 
-Measured (2026-12-02, idle 2-core machine, `--case discrete --threads 2 --reps 3`): batched
-0.258 s vs per-candidate loop 2.313 s (9.0x) stopping after block 7; 0.900 s vs 9.472 s
-(10.5x) with the cross-entropy; the naive loop 10.9 s (49.6x). `lab.actmax.run` discrete:
-0.23 s per step at lam 0, 1.2 s per step at lam 0.5 (the full model for 128 candidates).
-With one thread: 8.7x and 8.3x, 0.35 and 1.6 s per step.
+Measured (2026-12-03, 2-core machine with a neighbour's load 1-3, `--reps 3`):
+  2 threads: loop 3.18 s; batched 0.342 s (9.3x); shared prefixes 0.381 s (8.4x). With the
+    cross-entropy: loop 14.2 s; batched 1.50 s (9.5x); shared 1.53 s (9.3x). Naive loop 14.7 s
+    (42.5x). run: 0.35 s per step at lam 0, 1.8 s at lam 0.5.
+  1 thread (the class server's jobs): loop 3.45 s; batched 0.541 s (6.4x); shared 0.429 s
+    (8.0x). With the cross-entropy: 15.7 s; 2.71 s (5.8x); 2.09 s (7.5x). Naive 17.4 s (41.4x).
+  The batched forward is near this shape's matmul floor (640 tokens x 8 blocks x ~7 MFLOP),
+  so the ratio is bounded by how efficient the 5-token loop already is: >= 10x is not reached.
+  Shared prefixes save ~40% of the tokens but split a step into five smaller forwards: a gain
+  at one thread, none at two.
 
 Measured here (2026-11-23, idle 2-core machine, 2 threads, both sides in full): lab 92.1 s wall,
 seed-style 756.6 s: 8.2x wall, 7.8x CPU time; per restart-step 134.6 ms (seed-style) vs 68.9 ms
@@ -165,31 +172,40 @@ def naive_loop(model, hook: str, index: int, cands: torch.Tensor) -> torch.Tenso
 
 def discrete_case(args) -> None:
     from lab.actmax import evaluate, target_of
-    from lab.actmax.target import random_ids
+    from lab.actmax.discrete import swap_candidates
+    from lab.actmax.target import allowed_tokens, evaluate_swaps, random_ids
     from lab.models import load_model
     lm = load_model(args.model, "cpu")
     cfg = ActMaxConfig(hook=args.hook, index=args.index, method="discrete", corpus_top=0,
                        candidates=args.candidates, steps=args.discrete_steps)
     goal = target_of(lm, cfg)
-    cands = random_ids(lm, 0, cfg.candidates, cfg.n_tokens, stream=9)
+    # one step's candidates, as the search makes them: one position of a prompt swapped each
+    prompt = random_ids(lm, 0, 1, cfg.n_tokens, stream=9)
+    grad = torch.randn(1, cfg.n_tokens, lm.vocab_size, generator=torch.Generator().manual_seed(0))
+    swaps = swap_candidates(prompt, grad, allowed_tokens(lm), cfg.top_k, cfg.candidates,
+                            [torch.Generator().manual_seed(1)])            # [1, n, T]
+    cands = swaps[0]
     print(f"{lm.name}, torch {torch.__version__}, {torch.get_num_threads()} threads; {cfg.hook} "
-          f"{cfg.target}; {cfg.candidates} candidates of {cfg.n_tokens} tokens")
+          f"{cfg.target}; {cfg.candidates} one-swap candidates of {cfg.n_tokens} tokens")
     evaluate(lm, goal, cands[:4], fluent=True)                       # warm-up
     for fluent in (False, True):
-        batched_s, batched = best_of(args.reps, lambda: evaluate(lm, goal, cands, fluent))
         loop_s, alone = best_of(args.reps, lambda: [evaluate(lm, goal, c[None], fluent) for c in cands])
-        diff = max(float((batched.target - torch.cat([a.target for a in alone])).abs().max()),
-                   float(torch.nan_to_num(batched.ce - torch.cat([a.ce for a in alone])).abs().max()))
+        batched_s, batched = best_of(args.reps, lambda: evaluate(lm, goal, cands, fluent))
+        shared_s, shared = best_of(args.reps, lambda: evaluate_swaps(lm, goal, prompt, swaps, fluent))
+        ref = (torch.cat([a.target for a in alone]), torch.cat([a.ce for a in alone]))
+        diff = max(float(torch.nan_to_num(got - want).abs().max())
+                   for s_ in (batched, shared) for got, want in zip((s_.target, s_.ce), ref))
         what = "activation + cross-entropy (full body, LM head)" if fluent else \
             f"activation (forward stops after block {hook_layer(cfg.hook)})"
-        print(f"  {what}: batched {batched_s:.3f} s, per-candidate loop {loop_s:.3f} s: "
-              f"{loop_s / batched_s:.1f}x (max |difference| {diff:.1e})")
+        print(f"  {what}: per-candidate loop {loop_s:.3f} s; batched {batched_s:.3f} s "
+              f"({loop_s / batched_s:.1f}x); batched with shared prefixes (the search's step) "
+              f"{shared_s:.3f} s ({loop_s / shared_s:.1f}x); max |difference| {diff:.1e}")
     model = copy.deepcopy(lm.model)      # output_hidden_states leaves HF's hooks on a model
     naive_s, naive = best_of(1, lambda: naive_loop(model, cfg.hook, cfg.index, cands))
-    batched_s, batched = best_of(args.reps, lambda: evaluate(lm, goal, cands))
+    shared_s, shared = best_of(args.reps, lambda: evaluate_swaps(lm, goal, prompt, swaps))
     print(f"  naive loop (full model, output_hidden_states, per candidate) {naive_s:.3f} s: "
-          f"batched is {naive_s / batched_s:.1f}x faster (max |difference| "
-          f"{float((naive - batched.target).abs().max()):.1e})")
+          f"the search's step is {naive_s / shared_s:.1f}x faster (max |difference| "
+          f"{float((naive - shared.target).abs().max()):.1e})")
     for lam in (0.0, 0.5):
         res = run(lm, replace(cfg, lam=lam))
         per_step = res.seconds / (res.steps_done + 1)
