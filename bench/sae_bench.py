@@ -26,8 +26,26 @@ Trainers:
 The floor: one dense encoder matmul per batch ([256, d] x [d, latents], timed in the cell at
 its thread count) x batches per epoch; the Top-K selection needs it.
 
-Profile (`--profile`, median ms over 30 steps after 5 warm-up steps, 10240 x 768 atoms,
-6144 latents, k=32, batch 256): see PROFILE below.
+Profile (`--profile`, median ms per step over 30 steps after 5 warm-up steps; 10240 x 768
+atoms, 6144 latents, k=32, batch 256; measured 2026-12-03 11:30 UTC on an idle 2-core Zen 4,
+once, so about +-10%):
+                                 ours-tied      ours-untied    sparsify-bare
+  phase                          1 thr  2 thr   1 thr  2 thr   1 thr  2 thr
+  encoder matmul                 39.0   22.5    35.2   22.8    49.5   24.1  (sparsify: + top-k)
+  top-k selection                 6.0    3.4     5.7    3.4
+  sparse decode                   2.5    1.6     2.5    1.6     2.6    1.5
+  loss + d loss/d recon           0.4    0.4     0.4    0.4     0.6    0.4
+  bwd: d code (SDDMM)             3.2    1.8     2.9    1.7    21.0   11.5  (sparsify: whole
+  bwd: group by latent            0.8    0.8     0.7    0.8                  autograd backward)
+  bwd: d W (CSR x dense)          3.6    2.2     4.7    3.1
+  bwd: d b_dec                    2.1    1.9     1.9    1.9
+  Adam (fused)                    5.0    4.2     8.0    6.6    11.1    6.5
+  decoder unit norm                 -      -     1.9    1.1       -      -
+  whole step                     63.5   39.5    65.9   43.9    84.8   44.7
+  bare encoder matmul alone      38.8   21.7
+sparsify-trainer's whole step: 82.1 (1 thread), 51.4 (2 threads); its gradient projection
+9.5 / 5.5 and decoder norm 1.8 / 1.1 of that. The matmul is 61% (1 thread) and 57% (2 threads)
+of ours-tied's step; the next largest pieces are top-k and Adam.
 """
 from __future__ import annotations
 
