@@ -67,7 +67,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.sae import SAEConfig, SAETrainer, SparseCode, init_sae, loss_terms  # noqa: E402
+from lab.sae import SAEConfig, SAETrainer, init_sae, loss_terms  # noqa: E402
 from lab.sae import kernels  # noqa: E402
 from lab.sae.model import loss_grads  # noqa: E402
 from lab.sae.train import _grad_buffers, _normalize_rows  # noqa: E402
@@ -307,13 +307,10 @@ def ours_phases(trainer: SAETrainer, xs: torch.Tensor, ph: Phases) -> None:
     ph.start()
     out = _grad_buffers(sae)
     xc = xs - sae.b_dec
-    if trainer.work.w16 is not None:
-        code = bf16_phases(sae, xc, trainer.work.w16, ph)
-    else:
-        pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=trainer.work.pre[:xs.shape[0]])
-        ph.tick("encoder matmul")
-        code = sae.active_code(xs, pre)
-        ph.tick("top-k selection")
+    pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=trainer.pre[:xs.shape[0]])
+    ph.tick("encoder matmul")
+    code = sae.active_code(xs, pre)
+    ph.tick("top-k selection")
     recon, vals = k.sparse_decode(sae.b_dec, sae.W_enc, sae.W_dec, code.crow, code.cols, code.pre)
     ph.tick("sparse decode")
     loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
@@ -341,26 +338,6 @@ def ours_phases(trainer: SAETrainer, xs: torch.Tensor, ph: Phases) -> None:
         ph.tick("decoder unit norm")
     trainer_tally(trainer, loss, mse, xs, vals, code.cols)
     ph.tick("bookkeeping")
-
-
-def bf16_phases(sae, xc, w16, ph: Phases):
-    """kernels.bf16_topk, phase by phase."""
-    B, k = xc.shape[0], sae.k
-    w16.copy_(sae.W_enc)
-    ph.tick("W_enc to bf16")
-    pre16 = torch.addmm(sae.b_enc.to(w16.dtype), xc.to(w16.dtype), w16.T)
-    ph.tick("encoder matmul (bf16)")
-    cand = pre16.topk(2 * k, dim=1, sorted=False).indices.sort(dim=1).values
-    ph.tick("top-2k candidates")
-    crow = torch.arange(0, B * 2 * k + 1, 2 * k)
-    exact = kernels._sampled_rows_dot(crow, cand.reshape(-1), xc, sae.W_enc).view(B, 2 * k) \
-        + sae.b_enc[cand]
-    ph.tick("fp32 rescoring (SDDMM)")
-    keep = exact.topk(k, dim=1, sorted=False).indices.sort(dim=1).values
-    code = SparseCode(torch.arange(0, B * k + 1, k), cand.gather(1, keep).reshape(-1),
-                      exact.gather(1, keep).reshape(-1))
-    ph.tick("top-k of the candidates")
-    return code
 
 
 def trainer_tally(trainer, loss, mse, xs, vals, cols):

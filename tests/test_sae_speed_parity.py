@@ -9,7 +9,7 @@ import torch
 from lab import sae as lsae
 from lab.sae import SAEConfig, init_sae
 from lab.sae.kernels import _DenseCode
-from lab.sae.train import Workspace, _gradients
+from lab.sae.train import _gradients
 
 
 @pytest.fixture(autouse=True)
@@ -56,9 +56,8 @@ def test_step_gradients_are_the_autograd_functions_bit_for_bit(activation, b_enc
     """float32, as the trainer runs: the same roundings as autograd through _SparseCode /
     _DenseCode and loss_terms, so a run without the graph takes the very same steps."""
     sae, xs, cfg = _case(activation, tied, b_enc, torch.float32)
-    work = Workspace.of(sae, 128, bf16=False)   # buffers larger than the batch, not zeroed
-    work.pre.fill_(float("nan"))
-    _gradients(sae, xs, cfg, dense, work)
+    pre = torch.full((128, sae.n_latents), float("nan"))   # larger than the batch, not zeroed
+    _gradients(sae, xs, cfg, dense, pre)
     mine = _buffers(sae)
     if dense:
         recon, vals = _DenseCode.apply(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec)

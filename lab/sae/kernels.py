@@ -135,24 +135,6 @@ def dense_grads(xc, z, W_enc, W_dec, g, g_z, out=None):
     return g_b_dec, g_w_enc, g_b_enc, g_w_dec
 
 
-def bf16_topk(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int,
-              w16: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents [B, k], ascending per row; their float32 pre-activations [B, k]) of the Top-K
-    code of centred rows xc [B, d], the selection matmul in bfloat16 (`w16` [latents, d]: a
-    bfloat16 buffer that gets W_enc). The 2k largest bf16 pre-activations of each row are
-    rescored in float32 (a sampled matmul) and the k largest of those kept, so the choice
-    equals float32's unless a bf16 rounding error exceeds the gap between a row's k-th and
-    2k-th largest pre-activation."""
-    B, c = xc.shape[0], 2 * k
-    w16.copy_(W_enc)
-    pre16 = torch.addmm(b_enc.to(w16.dtype), xc.to(w16.dtype), w16.T)    # [B, latents]
-    cand = pre16.topk(c, dim=1, sorted=False).indices.sort(dim=1).values # [B, 2k]
-    crow = torch.arange(0, B * c + 1, c, device=xc.device)
-    exact = _sampled_rows_dot(crow, cand.reshape(-1), xc, W_enc).view(B, c) + b_enc[cand]
-    keep = exact.topk(k, dim=1, sorted=False).indices.sort(dim=1).values  # ascending latents
-    return cand.gather(1, keep), exact.gather(1, keep)
-
-
 def _sum_by_latent(cols: torch.Tensor, values: torch.Tensor, W_enc: torch.Tensor,
                    out: torch.Tensor | None = None) -> torch.Tensor:
     """[latents]: the sum of `values` per latent, in the same order on every run. The CPU's

@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 
 from lab.sae.config import SAEConfig
-from lab.sae.kernels import (SPARSE_CUTOFF, SPARSE_DEVICES, _DenseCode, bf16_topk, dense_grads,
-                             dense_relu, sparse_decode, sparse_grads)
-from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, SparseCode, as_rows, dense_forward,
-                           init_sae, loss_grads, loss_terms)
+from lab.sae.kernels import (SPARSE_CUTOFF, SPARSE_DEVICES, _DenseCode, dense_grads, dense_relu,
+                             sparse_decode, sparse_grads)
+from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae,
+                           loss_grads, loss_terms)
 
 
 @dataclass
@@ -75,26 +75,15 @@ def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool):
     return recon, vals, code.cols
 
 
-@dataclass
-class Workspace:
-    """Buffers a trainer reuses from step to step (a fresh one faults its pages in)."""
-    pre: torch.Tensor              # [batch, latents] the selection matmul's output
-    w16: torch.Tensor | None       # [latents, d_in] bfloat16 W_enc for the Top-K selection
-
-    @classmethod
-    def of(cls, sae: SparseAutoencoder, batch: int, bf16: bool) -> "Workspace":
-        w = sae.W_enc
-        return cls(torch.empty(batch, sae.n_latents, dtype=w.dtype, device=w.device),
-                   torch.empty_like(w, dtype=torch.bfloat16) if bf16 else None)
-
-
 def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
           cfg: SAEConfig, tally: _Tally, dense: bool = False,
-          work: Workspace | None = None) -> bool:
+          pre: torch.Tensor | None = None) -> bool:
     """One Adam step on the batch; returns whether the next step should be dense (a ReLU
-    code denser than SPARSE_CUTOFF), so a dense phase costs no wasted selection matmul."""
+    code denser than SPARSE_CUTOFF), so a dense phase costs no wasted selection matmul.
+    `pre` ([batch, latents]) is a buffer reused for the pre-activations from step to step (a
+    fresh one faults its pages in)."""
     if xs.device.type in SPARSE_DEVICES or sae.activation == "relu":
-        loss, mse, vals, cols = _gradients(sae, xs, cfg, dense, work)
+        loss, mse, vals, cols = _gradients(sae, xs, cfg, dense, pre)
     else:   # Top-K where the sparse kernels are missing: plain autograd
         recon, vals = dense_forward(sae, xs)
         loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
@@ -113,21 +102,15 @@ def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
 
 @torch.no_grad()
 def _gradients(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig, dense: bool,
-               work: Workspace | None):
+               pre: torch.Tensor | None):
     """(loss, mse, code values, cols or None) of the batch, its gradients written straight
     into the parameters' .grad buffers by the kernels' own backward (the same numbers as
     autograd through _SparseCode / _DenseCode, without the graph or fresh gradient buffers)."""
-    B = xs.shape[0]
-    pre = work.pre[:B] if work is not None else None
+    pre = pre[:xs.shape[0]] if pre is not None else None
     out = _grad_buffers(sae)
     code = None
-    if work is not None and work.w16 is not None and not dense:
-        idx, vals = bf16_topk(xs - sae.b_dec, sae.W_enc, sae.b_enc, sae.k, work.w16)
-        code = SparseCode(torch.arange(0, B * sae.k + 1, sae.k, device=xs.device),
-                          idx.reshape(-1), vals.reshape(-1))
-    elif not dense and xs.device.type in SPARSE_DEVICES:
-        selection = torch.addmm(sae.b_enc, xs - sae.b_dec, sae.W_enc.T, out=pre)
-        code = sae.active_code(xs, selection)
+    if not dense and xs.device.type in SPARSE_DEVICES:   # None: a ReLU code too dense for it
+        code = sae.active_code(xs, torch.addmm(sae.b_enc, xs - sae.b_dec, sae.W_enc.T, out=pre))
     if code is None:   # a dense ReLU step
         recon, z, xc = dense_relu(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec, pre)
         loss, mse = loss_terms(sae, xs, recon, z, cfg.l1)
@@ -138,15 +121,6 @@ def _gradients(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig, dense: 
     sparse_grads(xs, sae.b_dec, sae.W_enc, sae.W_dec, code.crow, code.cols, vals,
                  *loss_grads(sae, xs, recon, cfg.l1), out=out)
     return loss, mse, vals, code.cols
-
-
-BF16_SELECTION = False
-
-
-def bf16_selection(sae: SparseAutoencoder) -> bool:
-    """Whether the Top-K selection matmul runs in bfloat16 (kernels.bf16_topk)."""
-    return BF16_SELECTION and sae.activation == "topk" and sae.W_enc.dtype == torch.float32 \
-        and sae.W_enc.device.type == "cpu"
 
 
 def _grad_buffers(sae: SparseAutoencoder) -> tuple:
@@ -212,8 +186,9 @@ class SAETrainer:
         self.gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.epochs_done, self.seconds = 0, 0.0
         self.dense = cfg.activation == "relu"   # a fresh ReLU code is dense: start dense
-        self.work = Workspace.of(self.sae, min(cfg.batch_size, self.train.shape[0]),
-                                 bf16_selection(self.sae))
+        w = self.sae.W_enc
+        self.pre = torch.empty(min(cfg.batch_size, self.train.shape[0]), self.sae.n_latents,
+                               dtype=w.dtype, device=w.device)
 
     def epoch(self) -> dict:
         """One pass over the training rows; returns the epoch's metrics (`on_epoch` row)."""
@@ -223,7 +198,7 @@ class SAETrainer:
         order = torch.randperm(self.train.shape[0], generator=self.gen).to(self.train.device)
         for batch in order.split(self.cfg.batch_size):
             xs = self.train[batch].to(self.device)   # streamed rows: one batch at a time
-            self.dense = _step(self.sae, self.opt, xs, self.cfg, tally, self.dense, self.work)
+            self.dense = _step(self.sae, self.opt, xs, self.cfg, tally, self.dense, self.pre)
         self.epochs_done += 1
         row = {"epoch": self.epochs_done, "epochs": self.cfg.epochs,
                **tally.metrics(scale2, self.var_train)}
