@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lab import hooks
-from lab.actmax.config import ActMaxConfig
+from lab.actmax.config import ActMaxConfig, hook_layer
 from lab.hooks import capture, forward
 from lab.models import LabModel
 
@@ -174,9 +174,9 @@ def evaluate_swaps(lm: LabModel, target: Target, ids: torch.Tensor, cands: torch
     activations independent of what follows, so one forward of the prompts keeps them (and
     their keys and values); candidates whose swap is at position p run positions p.. only."""
     B, n, T = cands.shape
-    base, cache = _prefix_forward(lm, target.hook, ids.to(lm.device), fluent)
-    if cache.get_seq_length() == 0:       # stopped before block 0 (hook_embed): nothing to reuse
+    if not fluent and hook_layer(target.hook) < 0:   # stops before block 0: no cache to reuse
         return evaluate(lm, target, cands.reshape(B * n, T), fluent, batch)
+    base, cache = _prefix_forward(lm, target.hook, ids.to(lm.device), fluent)
     flat = cands.reshape(B * n, T).to(lm.device)
     rows = torch.arange(B, device=lm.device).repeat_interleave(n)
     differ = flat != ids.to(lm.device)[rows]
