@@ -216,8 +216,19 @@ def measure(result, states: list[int]) -> dict:
             "points_dim_sum": int(result.points["dim"].sum())}
 
 
+# Across CPUs the float numbers agree to ~1e-6, not bit for bit (kernels' summation order: on an
+# AVX-512 machine, 2026-12-03, a mean of ~2e-9 read 2.18e-9 against 2.01e-9, a kurtosis and a
+# value differed by 3e-5 and 1.5e-5 relative, and a value at a bin edge moved one bin). So:
+# rel 1e-4 with abs 1e-8 for floats, and histogram counts may move one value to a
+# neighbouring bin (same total, each bin within 1).
+REL, ABS = 1e-4, 1e-8
+
+
 def assert_same(got, want, where=""):
-    if isinstance(want, dict):
+    if where.endswith("hist_mid"):
+        assert sum(got) == sum(want) and len(got) == len(want), where
+        assert max(abs(g - w) for g, w in zip(got, want)) <= 1, where
+    elif isinstance(want, dict):
         assert got.keys() == want.keys(), where
         for k in want:
             assert_same(got[k], want[k], f"{where}.{k}")
@@ -226,7 +237,7 @@ def assert_same(got, want, where=""):
         for i, (g, w) in enumerate(zip(got, want)):
             assert_same(g, w, f"{where}[{i}]")
     elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-6, abs=1e-12), where
+        assert got == pytest.approx(want, rel=REL, abs=ABS), where
     else:
         assert got == want, where
 

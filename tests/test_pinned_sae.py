@@ -12,7 +12,12 @@ import torch
 from lab.experiment import build
 from lab.sae_text import SAETextConfig, run
 
-RTOL = 1e-6
+# Across CPUs trained numbers agree to ~1e-4, not bit for bit (kernels' summation order, grown
+# by training): on an AVX-512 machine (2026-12-03) the mean code value read 3.98747 against
+# 3.98751 (the same on the code before the issue-15 changes), a selectivity score -39.538
+# against -39.562, and one permutation p-value moved by one draw (1/501). Exact: token counts,
+# latent choices, counts of tokens and latents.
+RTOL = 1e-3
 
 # case -> (model, config paths, numbers from commit 0bedec2)
 CASES = {
@@ -143,9 +148,12 @@ def _check(lm, name):
     assert result.counts == want["counts"]
     assert float(result.stats["density"].mean()) == pytest.approx(want["mean_density"], rel=RTOL)
     assert top["latent"].tolist() == want["top_latents"]
+    S = result.config.selectivity.n_shuffles       # one null draw crossing a score moves p by
+    one_draw = {"p": 1 / (S + 1), "p_fwer": 1 / (S + 1), "n_chance": 1 / S}   # and n_chance by
     for col in ("score", "p", "p_fwer", "n_chance"):
+        tol = {"abs": one_draw[col] + 1e-12} if col in one_draw else {"rel": RTOL}
         assert top[col].tolist() == pytest.approx(want[f"top_{col}" if col != "score" else "top_scores"],
-                                                  rel=RTOL), col
+                                                  **tol), col
     summary = result.summary()
     assert summary["null_max_median"] == pytest.approx(want["null_max_median"], rel=RTOL)
     assert summary["null_max_95"] == pytest.approx(want["null_max_95"], rel=RTOL)

@@ -64,6 +64,8 @@ def _moments(x: np.ndarray):
         cov += c @ c.T
         sq = c * c
         m4 += (sq * sq).sum(1)
+    # c @ c.T is symmetric only up to rounding on some CPUs (AVX-512 kernels): mirror one half
+    cov = torch.triu(cov) + torch.triu(cov, 1).T
     lo, hi = x.min(axis=(1, 2)).astype(np.float64), x.max(axis=(1, 2)).astype(np.float64)
     return mean.numpy(), lo, hi, (cov / max(n - 1, 1)).numpy(), (m4 / n).numpy()
 
