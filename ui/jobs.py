@@ -29,6 +29,7 @@ from lab.cache import DiskCache
 from lab.registry import Experiment
 from lab.experiment import format_duration
 from lab.runner import Runner
+from lab.sizes import nbytes
 from ui.common import load_shared
 
 REDRAW_S = 0.5      # a page redraws its bar (and live chart) at most this often, and
@@ -36,6 +37,9 @@ REDRAWS_PER_S = 2.0  # all following pages their live charts at most this often 
                      # chart is built on the server (8 pages at 0.5 s each slowed a shared job ~2x)
 POLL_S = 0.1        # how often a waiting page looks at its job (a Stop lands within this)
 WORKERS, THREADS_PER_JOB = 2, 1   # on 2 cores: two one-thread jobs (bench/class_load.py)
+SESSION_BYTES = 128 << 20   # one session's kept results, all pages together (the defaults on
+                            # smollm2: 54 MB, the lens 37 of it); the server's bound is
+                            # runner.CACHE_BYTES + sessions x SESSION_BYTES
 
 
 class Job:
@@ -62,7 +66,8 @@ class Job:
         self._state["progress"] = progress
 
     def finish(self, result: Any) -> None:
-        self._state.update(status="done", result=result)
+        self._state.update(status="done", result=result, bytes=nbytes(result), at=time.monotonic())
+        trim(st.session_state, keep=f"job:{self.key}")
 
     @property
     def result(self) -> Any:
@@ -86,6 +91,23 @@ class Job:
             where = f" ({self._state['progress']})" if self._state["progress"] else ""
             st.warning(f"Stopped before the end{where}: showing what was computed so far.",
                        icon=":material/pause_circle:")
+
+
+def trim(states, keep: str, budget: int = SESSION_BYTES) -> list[str]:
+    """Let a session's oldest page results go until its results fit `budget` bytes; the one
+    under `keep` (just finished) stays. Returns the keys let go. A page let go shows its
+    start screen again; pressing Run on the same settings is served from the shared cache."""
+    jobs = [k for k in list(states.keys()) if str(k).startswith("job:")
+            and states[k].get("result") is not None]
+    total = sum(states[k].get("bytes", 0) for k in jobs)
+    dropped = []
+    for k in sorted((k for k in jobs if k != keep), key=lambda k: states[k].get("at", 0.0)):
+        if total <= budget:
+            break
+        total -= states[k].get("bytes", 0)
+        states[k].update(status="idle", result=None, bytes=0)
+        dropped.append(str(k))
+    return dropped
 
 
 def stop_button(job: Job) -> None:
@@ -188,6 +210,7 @@ def job_result(lm, exp: Experiment) -> Any:
     if job.model != lm.name or job.result is None:
         return None
     if job.stopped and not job._state.get("converted"):
-        job._state["result"] = exp.partial_result(lm, job.config, job.result)
-        job._state["converted"] = True
+        result = exp.partial_result(lm, job.config, job.result)
+        job._state.update(result=result, converted=True, bytes=nbytes(result), at=time.monotonic())
+        trim(st.session_state, keep=f"job:{job.key}")
     return job.result
