@@ -239,6 +239,26 @@ def test_capture_eta_is_the_batches_left_then_every_layer_at_the_forward_rate(ti
     assert list(sent[0].partial.columns) == laminar.COLUMNS and sent[0].partial.empty
 
 
+def test_capture_eta_leaves_out_the_layers_resumed_from_the_run_folder(tiny, clock, tmp_path):
+    """A resume with layer 0 of 3 in the folder: while capturing, the ETA counts the 2 SAEs left,
+    not 3 (the reporter knows the resumed count from the start, not only once training starts)."""
+    folder = RunFolder(tmp_path, {})
+    laminar.sweep(tiny, _windows(tiny), replace(TINY, layers=(0,)), store=folder)
+
+    def tick() -> float:   # each reading of the clock is one second later
+        clock.now += 1.0
+        return clock.now
+    clock.perf_counter = tick
+    sent = []
+    laminar.sweep(tiny, _windows(tiny), replace(TINY, layers=(0, 1, 2)), on_progress=sent.append,
+                  store=folder)
+    capture = [p for p in sent if p.message.startswith("Capturing")]
+    # 2 windows in one batch of 2, read 1 s after the reporter started: 2 layers at that rate
+    eta = 2 * layer_flops(tiny, TINY) / (forward_flops(tiny, 2, 16) / 1.0)
+    assert [(p.done, p.message) for p in capture] == [
+        (1.0, f"Capturing MLP outputs of all layers: batch 1/1{_left(eta)}")]
+
+
 def _row(layer: int) -> dict:
     return {"layer": layer, "density": 0.25, "nmse": 0.5, "val_nmse": 0.75, "seconds": 3.0}
 
@@ -246,9 +266,9 @@ def _row(layer: int) -> dict:
 def test_training_eta_counts_only_layers_trained_here(tiny, clock):
     """One layer resumed of 4: the time left is the trained layers' pace times the layers left."""
     sent = []
-    rep = laminar_train._Reporter(tiny, TINY, _windows(tiny), 4, sent.append)
+    rep = laminar_train._Reporter(tiny, TINY, _windows(tiny), 4, sent.append, resumed=1)
     clock.now = 200.0
-    rep.start_training(1)
+    rep.start_training()
     rep.waiting([_row(0)], 3, InlinePool(TINY))   # nothing trained yet: no pace, no ETA
     clock.now = 203.0
     rep.on_epoch(1, 2)({"epoch": 1, "epochs": 2})  # half a layer in 3 s: 2.5 layers left

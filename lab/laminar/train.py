@@ -44,7 +44,7 @@ def sweep(lm: LabModel, token_ids: torch.Tensor, cfg: LaminarConfig,
         token_ids, cfg.n_windows, cfg.window_len, cfg.seed)
     rows = [r for r in (store.rows() if store is not None else []) if r["layer"] in layers]
     todo = [L for L in layers if L not in {r["layer"] for r in rows}]
-    progress = _Reporter(lm, cfg, windows, len(layers), on_progress)
+    progress = _Reporter(lm, cfg, windows, len(layers), on_progress, resumed=len(rows))
     if not todo:
         progress.all_done(rows)
         return frame(rows)
@@ -59,7 +59,7 @@ def sweep(lm: LabModel, token_ids: torch.Tensor, cfg: LaminarConfig,
     device = torch.device("cpu") if pool else cfg.device_of(lm)
     acts = capture_mlp_out(lm, windows, todo, cfg.forward_batch, progress.on_batch,
                            _home(device, cfg, (len(todo), *windows.shape, lm.d_model)))
-    progress.start_training(len(rows))
+    progress.start_training()
     if pool:
         pool.train(lm, acts, todo, cfg, finished, lambda left: progress.waiting(rows, left, pool))
     for j, layer in enumerate([] if pool else todo):
@@ -132,14 +132,15 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 class _Reporter:
-    """A sweep's Progress messages, with the time left."""
+    """A sweep's Progress messages, with the time left; `resumed` of the `n_layers` layers came
+    from a run folder (neither the capture's ETA nor the training pace counts them)."""
 
     def __init__(self, lm: LabModel, cfg: LaminarConfig, windows: torch.Tensor, n_layers: int,
-                 on_progress: OnProgress | None):
+                 on_progress: OnProgress | None, resumed: int = 0):
         self.lm, self.cfg, self.windows, self.n = lm, cfg, windows, n_layers
         self.on_progress, self.partial = on_progress, frame([])
         self.t0 = self.t_train = time.perf_counter()
-        self.resumed = 0
+        self.resumed = resumed
 
     def _send(self, done: float, message: str) -> None:
         report(self.on_progress, done, 1 + self.n, "layer", message, self.partial)
@@ -152,8 +153,8 @@ class _Reporter:
         eta = elapsed / b * (n - b) + (self.n - self.resumed) * layer_flops(self.lm, self.cfg) / rate
         self._send(b / n, f"Capturing MLP outputs of all layers: batch {b}/{n}{_left(eta)}")
 
-    def start_training(self, resumed: int) -> None:
-        self.t_train, self.resumed = time.perf_counter(), resumed
+    def start_training(self) -> None:
+        self.t_train = time.perf_counter()
 
     def _eta(self, done: float) -> str:
         """`done` layers finished (fractional; `resumed` of them from a run folder) at the rate
