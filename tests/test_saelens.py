@@ -193,3 +193,26 @@ def test_bad_input_is_one_sentence_each(tmp_path, tiny, monkeypatch):
     with pytest.raises(ValueError) as e:
         check_fits(deep, tiny)
     _one_sentence(e, "out of range")
+
+
+def test_a_damaged_lab_folder_is_one_sentence(tmp_path):
+    """The lab's own format (config.json + sae.safetensors): a damaged or empty weights file,
+    weights of another size, metadata that is not an object: a ValueError, never a traceback."""
+    good = tmp_path / "good"
+    _lab_sae().save(good, metadata={"hook": "blocks.1.hook_mlp_out", "model": "tiny-gpt2"})
+    cfg = json.loads((good / "config.json").read_text())
+
+    def lab_folder(name, weights=None, config=None):
+        f = tmp_path / name
+        f.mkdir()
+        (f / "config.json").write_text(json.dumps(config or cfg))
+        (f / "sae.safetensors").write_bytes((good / "sae.safetensors").read_bytes()
+                                            if weights is None else weights)
+        return str(f)
+    for source, match in [(lab_folder("damaged", b"\x00" * 20), "not a readable lab SAE"),
+                          (lab_folder("empty", b""), "not a readable lab SAE"),
+                          (lab_folder("wider", config={**cfg, "d_in": 32}), "size mismatch"),
+                          (lab_folder("meta", config={**cfg, "metadata": [1]}), "not a JSON object")]:
+        with pytest.raises(ValueError) as e:
+            load_sae(source)
+        _one_sentence(e, match)

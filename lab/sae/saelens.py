@@ -189,19 +189,28 @@ def _fill(sae: SAELensSAE, weights: dict[str, torch.Tensor], source: str) -> Non
 def _load_lab(folder: Path, source: str) -> LoadedSAE:
     from lab.sae.persist import load
     meta = _read_json(folder / LAB_CFG).get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{source}: metadata in {LAB_CFG} is not a JSON object")
     if not meta.get("hook"):
         raise ValueError(f"{source} does not say which hook point its SAE reads (no "
                          "metadata.hook in config.json)")
     try:
         lab_sae = load(folder)
-    except (TypeError, RuntimeError, KeyError) as e:
+    except ValueError:       # the SAE's own checks (activation, k, ...): already one sentence
+        raise
+    except Exception as e:   # a damaged sae.safetensors raises safetensors' own error type
         raise ValueError(f"{source} is not a readable lab SAE ({first_sentence(e)})") from None
     sae = from_lab(lab_sae)
     return LoadedSAE(sae, meta["hook"], sae.d_in, sae.n_latents, source, meta.get("model", ""), "lab")
 
 
 def first_sentence(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    """The first line of `e`'s message; a line ending in ':' (torch's "Error(s) in loading
+    state_dict for ...:") joined to the next, which says what is wrong."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 # ---------------------------------------------------------------- the hub and saving
