@@ -115,8 +115,12 @@ def press_run_together(pages) -> list[dict]:
 
 
 def headless_values(model: str, seeds) -> dict[int, str]:
-    """Each seed's solo number, as the page formats it ({:.3f})."""
+    """Each seed's solo number, as the page formats it ({:.3f}), at the server's thread count
+    per job (another count sums in another order: the numbers drift apart over the steps)."""
+    import torch
     from lab.actmax import ActMaxConfig, run
+    from lab.runner import THREADS_PER_JOB
+    torch.set_num_threads(THREADS_PER_JOB)
     from lab.models import load_model
     lm = load_model(model, "cpu")
     return {s: f"{run(lm, ActMaxConfig(seed=s)).final.mean():.3f}" for s in seeds}

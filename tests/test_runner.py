@@ -112,6 +112,7 @@ def test_identical_jobs_run_once_and_share_progress(runner):
     assert c.status == "done" and c.result is a.result and RUNS == [1]
     d = runner.submit("other-model", "cpu", FakeConfig(seed=1), "dave")  # a different key
     assert d.job is not a.job
+    assert d.wait(5) and RUNS == [1, 1]   # and it ends here, not inside the next test's RUNS
 
 
 def test_detach_keeps_a_shared_job_and_cancel_stops_an_unshared_one(runner):
@@ -245,3 +246,25 @@ def test_followers_counts_the_sessions_waiting_for_jobs(runner):
     assert runner.followers == 2
     gate(1).set()
     assert a.wait(5) and runner.followers == 0
+
+
+def test_warm_computes_at_the_servers_thread_count(tmp_path, monkeypatch):
+    """The disk cache holds what a server job would compute: a thread count changes the sums."""
+    import torch
+    from types import SimpleNamespace
+    from lab.cli import warm
+    from lab.registry import get
+    from lab.runner import THREADS_PER_JOB
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    seen = []
+    fake = SimpleNamespace(name="hidden", config_class=get("hidden").config_class,
+                           run=lambda lm, cfg: seen.append(torch.get_num_threads()) or "result")
+    monkeypatch.setattr(warm, "get", lambda name: fake)
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS_PER_JOB + 1)
+    try:
+        assert warm._warm(SimpleNamespace(only="hidden", model="tiny-gpt2", device="cpu")) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [THREADS_PER_JOB]
+    assert any(tmp_path.rglob("*.pkl"))

@@ -28,7 +28,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 from lab.cache import DiskCache
 from lab.registry import Experiment
 from lab.experiment import format_duration
-from lab.runner import Runner
+from lab.runner import THREADS_PER_JOB, Runner
 from lab.sizes import nbytes
 from ui.common import load_shared
 
@@ -36,7 +36,7 @@ REDRAW_S = 0.5      # a page redraws its bar (and live chart) at most this often
 REDRAWS_PER_S = 2.0  # all following pages their live charts at most this often together: each
                      # chart is built on the server (8 pages at 0.5 s each slowed a shared job ~2x)
 POLL_S = 0.1        # how often a waiting page looks at its job (a Stop lands within this)
-WORKERS, THREADS_PER_JOB = 2, 1   # on 2 cores: two one-thread jobs (bench/class_load.py)
+WORKERS = 2         # on 2 cores: two jobs of THREADS_PER_JOB (one) thread (bench/runner_split.py)
 SESSION_BYTES = 128 << 20   # one session's kept results, all pages together (the defaults on
                             # smollm2: 54 MB, the lens 37 of it); the server's bound is
                             # runner.CACHE_BYTES + sessions x SESSION_BYTES
