@@ -164,3 +164,14 @@ def screenshot(pg, name: str) -> Path:
     pg.screenshot(path=str(path), full_page=True)
     pg.set_viewport_size(size)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Ray and GPU tests run only when a `-m` names them: a `-m` of one's own (say
+    `-m "not browser"`) replaces pyproject's default and would otherwise bring them back."""
+    expr = config.getoption("markexpr") or ""
+    off = [m for m in ("ray", "gpu") if m not in expr]
+    keep = [i for i in items if not any(i.get_closest_marker(m) for m in off)]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
