@@ -150,6 +150,8 @@ def main() -> None:
             idle = [open_session(browser, url, seed=0) for _ in range(args.sessions - running)]
             print(f"{len(pages)} sessions press Run, {len(idle)} more open; mode {args.mode}")
             rows = press_run_together(pages)
+            errors = sum(pg.locator("[data-testid='stException'], [data-testid='stAlertContentError']")
+                         .count() for pg in [solo_page, *pages, *idle])
             browser.close()
     finally:
         rss = peak_rss_mb(srv.pid)
@@ -168,6 +170,7 @@ def main() -> None:
         print(f"identical numbers in every session: {len(values) == 1} ({values})")
     else:
         print(f"every session equals its seed's solo run: {all(r['value'] == expected[s] for s, r in zip(seeds, rows))}")
+    print(f"exceptions or errors shown on the {len(pages) + len(idle) + 1} pages: {errors}")
     print(f"server peak RSS: {rss:.0f} MB")
 
 
