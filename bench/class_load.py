@@ -119,9 +119,9 @@ def headless_values(model: str, seeds) -> dict[int, str]:
     per job (another count sums in another order: the numbers drift apart over the steps)."""
     import torch
     from lab.actmax import ActMaxConfig, run
+    from lab.models import load_model
     from lab.runner import THREADS_PER_JOB
     torch.set_num_threads(THREADS_PER_JOB)
-    from lab.models import load_model
     lm = load_model(model, "cpu")
     return {s: f"{run(lm, ActMaxConfig(seed=s)).final.mean():.3f}" for s in seeds}
 

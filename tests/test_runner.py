@@ -258,7 +258,7 @@ def test_warm_computes_at_the_servers_thread_count(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
     seen = []
     fake = SimpleNamespace(name="hidden", config_class=get("hidden").config_class,
-                           run=lambda lm, cfg: seen.append(torch.get_num_threads()) or "result")
+                           run=lambda lm, cfg, on_progress=None: seen.append(torch.get_num_threads()) or "result")
     monkeypatch.setattr(warm, "get", lambda name: fake)
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS_PER_JOB + 1)

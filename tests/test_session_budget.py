@@ -17,7 +17,7 @@ def test_oldest_results_go_first_and_the_new_one_stays():
               "job:actmax": _state(60, 4.0), "other": 1}
     dropped = trim(states, keep="job:actmax", budget=128 << 20)
     assert dropped == ["job:lens"]                            # 141 MiB -> 101 MiB
-    assert states["job:lens"]["result"] is None and states["job:lens"]["status"] == "idle"
+    assert states["job:lens"]["result"] is None and states["job:lens"]["status"] == "released"
     assert all(states[k]["result"] is not None for k in ("job:sae", "job:hidden", "job:actmax"))
     assert sum(states[k]["bytes"] for k in states if k.startswith("job:")) <= 128 << 20
     assert states["other"] == 1

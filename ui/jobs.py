@@ -66,7 +66,12 @@ class Job:
         self._state["progress"] = progress
 
     def finish(self, result: Any) -> None:
-        self._state.update(status="done", result=result, bytes=nbytes(result), at=time.monotonic())
+        self._state["status"] = "done"
+        self.keep(result)
+
+    def keep(self, result: Any, **extra) -> None:
+        """Hold `result` for this page, within the session's budget (see `trim`)."""
+        self._state.update(result=result, bytes=nbytes(result), at=time.monotonic(), **extra)
         trim(st.session_state, keep=f"job:{self.key}")
 
     @property
@@ -105,7 +110,7 @@ def trim(states, keep: str, budget: int = SESSION_BYTES) -> list[str]:
         if total <= budget:
             break
         total -= states[k].get("bytes", 0)
-        states[k].update(status="idle", result=None, bytes=0)
+        states[k].update(status="released", result=None, bytes=0)
         dropped.append(str(k))
     return dropped
 
@@ -207,10 +212,12 @@ def job_result(lm, exp: Experiment) -> Any:
     """This page's latest result for the model in use: the finished one, or what a stopped run
     computed (turned into a result once, then kept)."""
     job = Job(exp.name)
+    if job._state["status"] == "released":
+        st.caption("This page's last result was let go to keep the server's memory bounded (newer "
+                   "results on other pages came after it). Press Run again: finished runs stay in "
+                   "the server's shared cache while it has room, so it is often instant.")
     if job.model != lm.name or job.result is None:
         return None
     if job.stopped and not job._state.get("converted"):
-        result = exp.partial_result(lm, job.config, job.result)
-        job._state.update(result=result, converted=True, bytes=nbytes(result), at=time.monotonic())
-        trim(st.session_state, keep=f"job:{job.key}")
+        job.keep(exp.partial_result(lm, job.config, job.result), converted=True)
     return job.result

@@ -6,6 +6,7 @@ import sys
 import time
 
 from lab.cache import DiskCache
+from lab.cli.experiments import _Printer
 from lab.models import DEVICES, SMOLLM2, load_model
 from lab.registry import EXPERIMENTS, get
 from lab.runner import THREADS_PER_JOB
@@ -35,7 +36,7 @@ def _warm(args) -> int:
             print(f"{exp.name}: already warm", file=sys.stderr)
             continue
         t0 = time.perf_counter()
-        result = exp.run(lm, key[3])
+        result = exp.run(lm, key[3], _Printer(quiet=False))   # a page's default can take minutes
         disk.put(key, result)
         print(f"{exp.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(disk.folder)
