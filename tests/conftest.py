@@ -171,7 +171,7 @@ def pytest_collection_modifyitems(config, items):
     `-m "not browser"`) replaces pyproject's default and would otherwise bring them back."""
     expr = config.getoption("markexpr") or ""
     off = [m for m in ("ray", "gpu") if m not in expr]
-    keep = [i for i in items if not any(i.get_closest_marker(m) for m in off)]
-    if len(keep) < len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
-        items[:] = keep
+    drop = {id(i) for i in items if any(i.get_closest_marker(m) for m in off)}
+    if drop:
+        config.hook.pytest_deselected(items=[i for i in items if id(i) in drop])
+        items[:] = [i for i in items if id(i) not in drop]
