@@ -54,6 +54,7 @@ import functools
 import importlib.util
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -68,7 +69,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.sae import SAEConfig, SAETrainer, init_sae, loss_terms  # noqa: E402
-from lab.sae import kernels  # noqa: E402
+from lab.sae import kernels, select  # noqa: E402
+from lab.sae.model import SparseCode  # noqa: E402
 from lab.sae.model import loss_grads  # noqa: E402
 from lab.sae.train import _grad_buffers, _normalize_rows  # noqa: E402
 
@@ -129,8 +131,19 @@ def nmse(recon: torch.Tensor, x: torch.Tensor) -> float:
 # ---------------------------------------------------------------- trainers
 
 class Ours:
-    def __init__(self, train, cfg):
-        self.t = SAETrainer(train, cfg)
+    """lab.sae.SAETrainer; `bf16`: False forces the float32 selection (lab.sae.select)."""
+
+    def __init__(self, train, cfg, bf16: bool | None = None):
+        before = os.environ.get(FLAG)
+        if bf16 is not None:
+            os.environ[FLAG] = "1" if bf16 else "0"
+        try:
+            self.t = SAETrainer(train, cfg)
+        finally:
+            if before is None:
+                os.environ.pop(FLAG, None)
+            else:
+                os.environ[FLAG] = before
 
     def epoch(self):
         self.t.epoch()
@@ -214,8 +227,12 @@ class Sparsify:
         return nmse(self.sae(x).sae_out, x)
 
 
+FLAG = "LAB_SAE_BF16_SELECT"
 TRAINERS = {"ours-tied": lambda tr, c: Ours(tr, c),
             "ours-untied": lambda tr, c: Ours(tr, SAEConfig(**{**vars(c), "tied": False})),
+            "ours-tied-fp32": lambda tr, c: Ours(tr, c, bf16=False),
+            "ours-untied-fp32": lambda tr, c: Ours(tr, SAEConfig(**{**vars(c), "tied": False}),
+                                                   bf16=False),
             "sparsify-bare": lambda tr, c: Sparsify(tr, c, trainer=False),
             "sparsify-trainer": lambda tr, c: Sparsify(tr, c, trainer=True),
             "dense-tied": DenseTopK}
@@ -307,10 +324,13 @@ def ours_phases(trainer: SAETrainer, xs: torch.Tensor, ph: Phases) -> None:
     ph.start()
     out = _grad_buffers(sae)
     xc = xs - sae.b_dec
-    pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=trainer.pre[:xs.shape[0]])
-    ph.tick("encoder matmul")
-    code = sae.active_code(xs, pre)
-    ph.tick("top-k selection")
+    if trainer.low is None:
+        pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=trainer.pre[:xs.shape[0]])
+        ph.tick("encoder matmul")
+        code = sae.active_code(xs, pre)
+        ph.tick("top-k selection")
+    else:
+        code = bf16_code_phases(sae, xc, trainer.low, ph)
     recon, vals = k.sparse_decode(sae.b_dec, sae.W_enc, sae.W_dec, code.crow, code.cols, code.pre)
     ph.tick("sparse decode")
     loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
@@ -338,6 +358,25 @@ def ours_phases(trainer: SAETrainer, xs: torch.Tensor, ph: Phases) -> None:
         ph.tick("decoder unit norm")
     trainer_tally(trainer, loss, mse, xs, vals, code.cols)
     ph.tick("bookkeeping")
+
+
+def bf16_code_phases(sae, xc, low, ph):
+    """lab.sae.select.topk_bf16 unrolled."""
+    B, m = xc.shape[0], select.candidates(sae.k)
+    low.refresh(sae.W_enc, sae.b_enc)
+    ph.tick("encoder copy to bf16")
+    pre16 = torch.addmm(low.b, xc.to(torch.bfloat16), low.w.T, out=low.pre[:B])
+    ph.tick("encoder matmul (bf16)")
+    cand = pre16.topk(m, dim=1, sorted=False).indices.sort(dim=1).values
+    ph.tick("top-1.5k selection (bf16)")
+    crow = torch.arange(0, B * m + 1, m)
+    exact = kernels._sampled_rows_dot(crow, cand.reshape(-1), xc, sae.W_enc).view(B, m) + sae.b_enc[cand]
+    keep = exact.topk(sae.k, dim=1, sorted=False).indices.sort(dim=1).values
+    idx = cand.gather(1, keep)
+    code = SparseCode(torch.arange(0, B * sae.k + 1, sae.k), idx.reshape(-1),
+                      exact.gather(1, keep).reshape(-1))
+    ph.tick("float32 re-rank (SDDMM)")
+    return code
 
 
 def trainer_tally(trainer, loss, mse, xs, vals, cols):

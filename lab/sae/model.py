@@ -25,6 +25,7 @@ from torch import nn
 
 from lab.sae.config import SAEConfig
 from lab.sae.kernels import SPARSE_CUTOFF, _SparseCode
+from lab.sae.select import LowPrecision, topk_bf16
 
 EVAL_CHUNK = 2048   # rows per chunk when encoding many rows without autograd
 
@@ -99,11 +100,17 @@ class SparseAutoencoder(nn.Module):
         return self.decode(z), z
 
     # --- sparse path on normalized rows xs [B, d_in] ---
-    def active_code(self, xs: torch.Tensor, pre: torch.Tensor | None = None) -> SparseCode | None:
+    def active_code(self, xs: torch.Tensor, pre: torch.Tensor | None = None,
+                    low: LowPrecision | None = None) -> SparseCode | None:
         """The entries of the code that may be non-zero, row by row (CSR), from one dense
-        matmul without autograd (or the given pre-activations [B, latents]); None when a
-        ReLU code is too dense for the sparse step to pay off."""
+        matmul without autograd (or the given pre-activations [B, latents]; or, for Top-K
+        with `low`, the bfloat16 ranking of lab.sae.select); None when a ReLU code is too
+        dense for the sparse step to pay off."""
         with torch.no_grad():
+            if low is not None and self.activation == "topk":
+                idx, vals = topk_bf16(xs - self.b_dec, self.W_enc, self.b_enc, self.k, low)
+                crow = torch.arange(0, idx.numel() + 1, self.k, device=xs.device)
+                return SparseCode(crow, idx.reshape(-1), vals.reshape(-1))
             if pre is None:
                 pre = F.linear(xs - self.b_dec, self.W_enc, self.b_enc)  # [B, latents]
             B = pre.shape[0]

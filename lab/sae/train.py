@@ -24,6 +24,7 @@ from lab.sae.kernels import (SPARSE_CUTOFF, SPARSE_DEVICES, _DenseCode, dense_gr
                              sparse_decode, sparse_grads)
 from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae,
                            loss_grads, loss_terms)
+from lab.sae.select import LowPrecision, fast_select
 
 
 @dataclass
@@ -60,11 +61,12 @@ class _Tally:
                 "dead_fraction": 1.0 - float(self.fired.float().mean())}
 
 
-def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool):
+def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool,
+             low: LowPrecision | None = None):
     """(recon, values, cols or None): the sparse step, or plain autograd when `dense` or
     when the ReLU code turns out too dense."""
     dense = dense or xs.device.type not in SPARSE_DEVICES
-    code = None if dense else sae.active_code(xs)
+    code = None if dense else sae.active_code(xs, low=low)
     if code is None:
         if sae.activation == "relu":
             recon, z = _DenseCode.apply(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec)
@@ -77,13 +79,13 @@ def _forward(sae: SparseAutoencoder, xs: torch.Tensor, dense: bool):
 
 def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
           cfg: SAEConfig, tally: _Tally, dense: bool = False,
-          pre: torch.Tensor | None = None) -> bool:
+          pre: torch.Tensor | None = None, low: LowPrecision | None = None) -> bool:
     """One Adam step on the batch; returns whether the next step should be dense (a ReLU
     code denser than SPARSE_CUTOFF), so a dense phase costs no wasted selection matmul.
     `pre` ([batch, latents]) is a buffer reused for the pre-activations from step to step (a
-    fresh one faults its pages in)."""
+    fresh one faults its pages in); `low`: Top-K selects in bfloat16 (lab.sae.select)."""
     if xs.device.type in SPARSE_DEVICES or sae.activation == "relu":
-        loss, mse, vals, cols = _gradients(sae, xs, cfg, dense, pre)
+        loss, mse, vals, cols = _gradients(sae, xs, cfg, dense, pre, low)
     else:   # Top-K where the sparse kernels are missing: plain autograd
         recon, vals = dense_forward(sae, xs)
         loss, mse = loss_terms(sae, xs, recon, vals, cfg.l1)
@@ -102,14 +104,16 @@ def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
 
 @torch.no_grad()
 def _gradients(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig, dense: bool,
-               pre: torch.Tensor | None):
+               pre: torch.Tensor | None, low: LowPrecision | None = None):
     """(loss, mse, code values, cols or None) of the batch, its gradients written straight
     into the parameters' .grad buffers by the kernels' own backward (the same numbers as
     autograd through _SparseCode / _DenseCode, without the graph or fresh gradient buffers)."""
     pre = pre[:xs.shape[0]] if pre is not None else None
     out = _grad_buffers(sae)
     code = None
-    if not dense and xs.device.type in SPARSE_DEVICES:   # None: a ReLU code too dense for it
+    if low is not None and sae.activation == "topk":
+        code = sae.active_code(xs, low=low)
+    elif not dense and xs.device.type in SPARSE_DEVICES:   # None: a ReLU code too dense for it
         code = sae.active_code(xs, torch.addmm(sae.b_enc, xs - sae.b_dec, sae.W_enc.T, out=pre))
     if code is None:   # a dense ReLU step
         recon, z, xc = dense_relu(xs, sae.b_dec, sae.W_enc, sae.b_enc, sae.W_dec, pre)
@@ -134,12 +138,13 @@ def _grad_buffers(sae: SparseAutoencoder) -> tuple:
 
 
 @torch.no_grad()
-def _evaluate(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig) -> _Tally:
+def _evaluate(sae: SparseAutoencoder, xs: torch.Tensor, cfg: SAEConfig,
+              low: LowPrecision | None = None) -> _Tally:
     device = sae.W_enc.device
     tally = _Tally(sae.n_latents, device=device)
     for chunk in xs.split(EVAL_CHUNK):
         chunk = chunk.to(device)   # a no-op for rows already there
-        recon, vals, cols = _forward(sae, chunk, dense=False)
+        recon, vals, cols = _forward(sae, chunk, dense=False, low=low)
         loss, mse = loss_terms(sae, chunk, recon, vals, cfg.l1)
         tally.add(loss.item(), mse.item(), chunk.shape[0], vals, cols)
     return tally
@@ -187,8 +192,11 @@ class SAETrainer:
         self.epochs_done, self.seconds = 0, 0.0
         self.dense = cfg.activation == "relu"   # a fresh ReLU code is dense: start dense
         w = self.sae.W_enc
-        self.pre = torch.empty(min(cfg.batch_size, self.train.shape[0]), self.sae.n_latents,
-                               dtype=w.dtype, device=w.device)
+        batch = min(cfg.batch_size, self.train.shape[0])
+        self.pre = torch.empty(batch, self.sae.n_latents, dtype=w.dtype, device=w.device)
+        self.low = (LowPrecision(self.sae.n_latents, self.sae.d_in, batch)
+                    if cfg.activation == "topk"
+                    and fast_select(self.device, cfg.k, self.sae.n_latents) else None)
 
     def epoch(self) -> dict:
         """One pass over the training rows; returns the epoch's metrics (`on_epoch` row)."""
@@ -198,12 +206,13 @@ class SAETrainer:
         order = torch.randperm(self.train.shape[0], generator=self.gen).to(self.train.device)
         for batch in order.split(self.cfg.batch_size):
             xs = self.train[batch].to(self.device)   # streamed rows: one batch at a time
-            self.dense = _step(self.sae, self.opt, xs, self.cfg, tally, self.dense, self.pre)
+            self.dense = _step(self.sae, self.opt, xs, self.cfg, tally, self.dense, self.pre,
+                               self.low)
         self.epochs_done += 1
         row = {"epoch": self.epochs_done, "epochs": self.cfg.epochs,
                **tally.metrics(scale2, self.var_train)}
         if self.val.shape[0]:
-            vm = _evaluate(self.sae, self.val, self.cfg).metrics(scale2, self.var_val)
+            vm = _evaluate(self.sae, self.val, self.cfg, self.low).metrics(scale2, self.var_val)
             row.update({f"val_{k}": v for k, v in vm.items()})
         self.seconds += time.perf_counter() - t0
         row["seconds"] = self.seconds

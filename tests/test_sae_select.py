@@ -1,0 +1,86 @@
+"""Top-K selection through the bfloat16 pass (lab.sae.select) against the float32 one: the same
+latents per row, float32 values, and a training run that follows the float32 run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lab.sae import SAEConfig, SAETrainer, init_sae
+from lab.sae.select import LowPrecision, fast_select, topk_bf16
+
+
+@pytest.fixture(autouse=True)
+def _threads(one_thread):
+    yield
+
+
+def _rows(n=2048, d=64, atoms=256, k=8, seed=0):
+    """Sparse combinations of unit atoms plus noise (what an SAE should find)."""
+    gen = torch.Generator().manual_seed(seed)
+    dictionary = torch.nn.functional.normalize(torch.randn(atoms, d, generator=gen), dim=1)
+    idx = torch.rand(n, atoms, generator=gen).topk(k, dim=1).indices
+    x = torch.zeros(n, atoms).scatter_(1, idx, torch.rand(n, k, generator=gen) + 0.5) @ dictionary
+    return x + 0.05 * torch.randn(n, d, generator=gen)
+
+
+def _float32_topk(sae, xs):
+    pre = torch.addmm(sae.b_enc, xs - sae.b_dec, sae.W_enc.T)
+    idx = pre.topk(sae.k, dim=1).indices.sort(dim=1).values
+    return idx, pre.gather(1, idx)
+
+
+@pytest.mark.parametrize("epochs", [0, 3])
+def test_the_bfloat16_ranking_selects_what_float32_selects(epochs, monkeypatch):
+    monkeypatch.setenv("LAB_SAE_BF16_SELECT", "0")
+    x = _rows()
+    cfg = SAEConfig(n_latents=512, k=16, epochs=max(epochs, 1), lr=1e-3, val_fraction=0.0)
+    trainer = SAETrainer(x, cfg)
+    for _ in range(epochs):
+        trainer.epoch()
+    sae = trainer.sae
+    xs = x / sae.scale
+    with torch.no_grad():
+        want_idx, want_pre = _float32_topk(sae, xs)
+        idx, pre = topk_bf16(xs - sae.b_dec, sae.W_enc, sae.b_enc, sae.k,
+                             LowPrecision(sae.n_latents, sae.d_in, 256))
+    assert torch.equal(idx, want_idx)                       # every row, every latent
+    assert pre.dtype == torch.float32
+    torch.testing.assert_close(pre, want_pre, rtol=1e-5, atol=1e-5)
+
+
+def test_a_bfloat16_ranking_alone_would_not_select_the_same():
+    """The float32 re-ranking is what makes it exact: ranking by the bfloat16 values alone
+    picks other latents on some rows (so the test above can fail)."""
+    x = _rows()
+    sae = init_sae(x, SAEConfig(n_latents=512, k=16))
+    xs = x / sae.scale
+    with torch.no_grad():
+        want, _ = _float32_topk(sae, xs)
+        pre16 = torch.addmm(sae.b_enc.bfloat16(), (xs - sae.b_dec).bfloat16(), sae.W_enc.bfloat16().T)
+        rough = pre16.float().topk(sae.k, dim=1).indices.sort(dim=1).values
+    assert not torch.equal(rough, want)
+
+
+def test_training_with_the_bfloat16_ranking_follows_float32(monkeypatch):
+    x = _rows(n=1024)
+    cfg = SAEConfig(n_latents=512, k=16, epochs=3, lr=1e-3, batch_size=128)
+    runs = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("LAB_SAE_BF16_SELECT", flag)
+        trainer = SAETrainer(x, cfg)
+        assert (trainer.low is not None) == (flag == "1")
+        runs[flag] = [trainer.epoch() for _ in range(cfg.epochs)]
+    for a, b in zip(runs["0"], runs["1"]):
+        assert a["l0"] == b["l0"] and a["dead_fraction"] == b["dead_fraction"]
+        assert a["val_nmse"] == pytest.approx(b["val_nmse"], rel=1e-4)
+
+
+def test_where_the_bfloat16_ranking_is_used(monkeypatch):
+    monkeypatch.setenv("LAB_SAE_BF16_SELECT", "1")
+    assert fast_select("cpu", 32, 6144)
+    assert not fast_select("cpu", 32, 48)            # 1.5 k candidates are every latent
+    assert fast_select("cpu", 32, 49)
+    assert not fast_select("cuda", 32, 6144)         # a GPU's float32 pass is not the cost
+    assert SAETrainer(_rows(n=64), SAEConfig(activation="relu", n_latents=512, epochs=1)).low is None
+    monkeypatch.setenv("LAB_SAE_BF16_SELECT", "0")
+    assert not fast_select("cpu", 32, 6144)
