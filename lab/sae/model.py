@@ -25,7 +25,7 @@ from torch import nn
 
 from lab.sae.config import SAEConfig
 from lab.sae.kernels import SPARSE_CUTOFF, _SparseCode
-from lab.sae.select import LowPrecision, topk_bf16
+from lab.sae.select import LowPrecision, fast_select, topk_bf16
 
 EVAL_CHUNK = 2048   # rows per chunk when encoding many rows without autograd
 
@@ -170,10 +170,23 @@ def _fit_init_gain(sae: SparseAutoencoder, xs: torch.Tensor) -> None:
     latents after a positive rescale, so only magnitudes change.
     """
     xc = xs - sae.b_dec
-    r = sae._activate(F.linear(xc, sae.W_enc, sae.b_enc)) @ sae.decoder_weight
+    code = sae.active_code(xs, low=low_precision(sae, xs.shape[0])) \
+        if sae.activation == "topk" else None
+    if code is None:   # ReLU: about half the code is on at init, the dense pass is cheaper
+        r = sae._activate(F.linear(xc, sae.W_enc, sae.b_enc)) @ sae.decoder_weight
+    else:              # k atoms per row, summed (no [rows, latents] code, no dense decode)
+        r = F.embedding_bag(code.cols, sae.decoder_weight, offsets=code.crow[:-1],
+                            per_sample_weights=F.relu(code.pre), mode="sum")
     gain = float((r * xc).sum() / (r * r).sum().clamp_min(1e-12))
     if gain > 0:   # tied: code and atom both scale, so the reconstruction scales by gain
         sae.W_enc.mul_(math.sqrt(gain) if sae.tied else gain)
+
+
+def low_precision(sae: SparseAutoencoder, batch: int) -> LowPrecision | None:
+    """bfloat16 buffers for `sae`'s Top-K selection where lab.sae.select makes it fast."""
+    if sae.activation != "topk" or not fast_select(sae.W_enc.device, sae.k, sae.n_latents):
+        return None
+    return LowPrecision(sae.n_latents, sae.d_in, batch)
 
 
 # ---------------------------------------------------------------- losses
