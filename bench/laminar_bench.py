@@ -33,6 +33,20 @@ Measured here (2 shared cores, --threads 1, both sides in one process, equal set
     ReLU + L1: lab 124.4 s, seed-style 174.7 s: 1.40x (forward 16.3x, SAE training 0.98x)
   smollm2-135m, real weights, LED text, 30 layers, 4 x 256 tokens, 4608 latents, 30 epochs
     ReLU + L1: lab 436.2 s, seed-style 605.7 s: 1.39x (forward 20.4x, SAE training 1.09x)
+At the seed's token count (`--full-tokens --model smollm2-135m --layers 30 --noise-seeds 2`:
+10 x 1024 tokens of the LED text, layers 0, 6, 12, 18, 24, 29, 4608 latents, 10 epochs, l1 3e-3,
+lr 1e-3, 2 threads; measured 2026-12-03 on an idle 2-core Xeon with AMX, ~11 minutes):
+    ReLU + L1: lab 62.7 s, seed-style 185.4 s: 2.95x (forward 6.0x, SAE training 2.03x)
+    Top-K 32:  lab 38.4 s, seed-style 190.0 s: 4.95x (forward 7.3x, SAE training 4.04x)
+  On three layers (0, 15, 29; before the sparse init gain and density) ReLU 2.44x, Top-K 3.40x:
+  the lab's one forward is shared by fewer layers, the seed-style loop pays one per layer, so
+  the whole sweep (30 layers) gains more than either. Per layer, the code before this session's
+  Top-K changes (commit 2e3797d, same run) gave the same density and nMSE to within 0.0002, inside
+  the run-to-run spread over seeds 0-2 (Top-K nMSE 0.0004-0.0010; density k / latents exactly;
+  ReLU: bit-identical, its path did not change; its spread is nMSE 0.002-0.02, density
+  0.0001-0.0009). The two sides' ReLU densities differ (0.0105 vs 0.0215): the seed-style loop
+  has its own init and no input scaling, so only the lab's own numbers are compared.
+
 What bounds ReLU + L1: a fresh ReLU code is ~50% dense, and a step can only skip work for
 latents that are off. Until L1 has pushed the density under SPARSE_CUTOFF (5%) every step is a
 dense step, whose cost the seed-style loop shares (the lab's hand-written dense step saves one
@@ -151,7 +165,7 @@ def main() -> None:
     ap.add_argument("--window-len", type=int, default=256)
     ap.add_argument("--full-tokens", action="store_true",
                     help="the seed's 10 x 1024 tokens, ReLU + L1 and then Top-K, on --layer-list "
-                         "(default: first, middle and last layer), 10 epochs unless --epochs")
+                         "(default: six evenly spaced layers of --layers), 10 epochs unless --epochs")
     ap.add_argument("--epochs", type=int, help="SAE epochs (default 10)")
     ap.add_argument("--expansion", type=int, default=8, help="latents / d_model (768)")
     ap.add_argument("--activation", default="relu", choices=["relu", "topk"],
@@ -179,8 +193,8 @@ def main() -> None:
     lm, windows, what = model_and_windows(args)
     if args.layer_list:
         layers = [int(x) for x in args.layer_list.split(",")]
-    elif args.full_tokens:
-        layers = sorted({0, args.layers // 2, args.layers - 1})
+    elif args.full_tokens:   # six evenly spaced layers, the first and the last among them
+        layers = sorted({round(i * (args.layers - 1) / 5) for i in range(6)})
     else:
         layers = list(range(args.layers))
     activations = ("relu", "topk") if args.full_tokens else (args.activation,)
