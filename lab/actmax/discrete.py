@@ -10,6 +10,8 @@ Each step, for every row (a restart; in epo, a member of a restart's population)
   3. all candidates of all rows scored in batched forwards (lab.actmax.target.evaluate_swaps)
      that stop after the target's block unless a fluency weight needs the cross-entropy; a
      candidate's positions before its swap are the prompt's, computed once (a key/value cache).
+     With cfg.bf16_rank N: one bfloat16 forward ranks them, and each row's best N are scored
+     again in float32 (`score`).
   4. discrete: a row moves to its best candidate (even a worse one: GCG's walk) and the
      answer is the best prompt visited; epo chooses across a restart's whole population
      (lab.actmax.epo).
@@ -65,6 +67,28 @@ def swap_candidates(ids: torch.Tensor, grad: torch.Tensor, allowed: torch.Tensor
         pair = torch.randperm(T * k, generator=gen)[:n]
         pos, pick = pair // k, pair % k
         out[b, rows, pos] = top[b, pos, pick]
+    return out
+
+
+def score(lm: LabModel, target: Target, ids: torch.Tensor, cands: torch.Tensor, fluent: bool,
+          lam: torch.Tensor, keep: int = 0) -> Scores:
+    """Scores [B*n] of candidates [B, n, T]: all in float32 (`keep` 0), or all in one bfloat16
+    forward and each row's best `keep` by its objective again in float32, the others at -inf
+    (no step moves to them, no frontier keeps them). Every kept number is float32."""
+    if not keep:
+        return evaluate_swaps(lm, target, ids, cands, fluent)
+    B, n, T = cands.shape
+    flat = cands.reshape(B * n, T)
+    with torch.autocast(lm.device.type, dtype=torch.bfloat16):
+        rough = evaluate(lm, target, flat, fluent)
+    J = objective(rough, lam.repeat_interleave(n)).view(B, n)
+    best = (J.topk(min(keep, n), dim=1).indices + n * torch.arange(B)[:, None]).reshape(-1)
+    exact = evaluate(lm, target, flat[best], fluent)
+    # -inf activation, a finite huge cross-entropy: -inf for every lam (0 x inf would be nan)
+    out = Scores(torch.full((B * n,), -float("inf")), torch.full((B * n,), float("nan")),
+                 torch.full((B * n,), 1e30 if fluent else float("nan")))
+    for col, part in zip(out, exact):
+        col[best] = part
     return out
 
 
@@ -126,7 +150,7 @@ def search(lm: LabModel, cfg: ActMaxConfig, target: Target, lam: torch.Tensor, s
         if last:
             break
         cands = swap_candidates(ids, grad, allowed, cfg.top_k, per_row, gens)   # [B, n, T]
-        scores = evaluate_swaps(lm, target, ids, cands, cfg.fluent)
+        scores = score(lm, target, ids, cands, cfg.fluent, lam, cfg.bf16_rank)
         ids = select(ids, cur, cands, scores)
     return rec
 
