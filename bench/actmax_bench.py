@@ -25,7 +25,8 @@ own `swap_candidates`) scored three ways: a per-candidate loop at equal settings
 (`lab.actmax.evaluate` on one prompt at a time: the same forward, hook and numbers); all of
 them in one batched forward that stops after block 7 (`evaluate`); and the search's step,
 batched with each candidate's unchanged prefix taken from the prompt's key/value cache
-(`evaluate_swaps`). The same with the fluency term (the full body and the LM head), a naive
+(`evaluate_swaps`); and the search's step with bf16_rank (lab.actmax.discrete.score). The
+same with the fluency term (the full body and the LM head), a naive
 loop (HF's full model with output_hidden_states per candidate), and seconds per step of
 `lab.actmax.run` with method discrete, without and with a fluency weight.
 
@@ -39,6 +40,18 @@ Measured (2026-12-03, 2-core machine with a neighbour's load 1-3, `--reps 3`):
   so the ratio is bounded by how efficient the 5-token loop already is: >= 10x is not reached.
   Shared prefixes save ~40% of the tokens but split a step into five smaller forwards: a gain
   at one thread, none at two.
+
+Measured again (2026-12-03 18:55, idle 2-core Xeon with AMX tiles, `--reps 3`), with the
+bf16_rank 8 arm (the candidates in one bfloat16 forward, each row's best 8 again in float32):
+  2 threads: loop 1.571 s; batched 0.157 s (10.0x); shared 0.183 s (8.6x); bf16_rank 8
+    0.113 s (14.0x). With the cross-entropy: loop 7.008 s; batched 0.750 s (9.3x); shared
+    0.762 s (9.2x); bf16_rank 8 0.491 s (14.3x). run: 0.204 s per step at lam 0 (bf16_rank 8:
+    0.148 s), 1.137 s at lam 0.5 (0.654 s); both reach the same prompt in 10 steps.
+  1 thread: loop 2.648 s; batched 0.336 s (7.9x); shared 0.298 s (8.9x); bf16_rank 8 0.182 s
+    (14.6x). With the cross-entropy: 12.17 s; 1.603 s (7.6x); 1.444 s (8.4x); 0.869 s (14.0x).
+    run: 0.369 -> 0.234 s per step at lam 0, 1.784 -> 1.124 s at lam 0.5.
+  In every arm the ranked step picked the candidate the float32 scores pick. Without AMX (or a
+  GPU) a bfloat16 forward is slower than float32: bf16_rank stays 0 by default.
 
 Measured here (2026-11-23, idle 2-core machine, 2 threads, both sides in full): lab 92.1 s wall,
 seed-style 756.6 s: 8.2x wall, 7.8x CPU time; per restart-step 134.6 ms (seed-style) vs 68.9 ms
@@ -172,7 +185,7 @@ def naive_loop(model, hook: str, index: int, cands: torch.Tensor) -> torch.Tenso
 
 def discrete_case(args) -> None:
     from lab.actmax import evaluate, target_of
-    from lab.actmax.discrete import swap_candidates
+    from lab.actmax.discrete import objective, score, swap_candidates
     from lab.actmax.target import allowed_tokens, evaluate_swaps, random_ids
     from lab.models import load_model
     lm = load_model(args.model, "cpu")
@@ -195,11 +208,19 @@ def discrete_case(args) -> None:
         ref = (torch.cat([a.target for a in alone]), torch.cat([a.ce for a in alone]))
         diff = max(float(torch.nan_to_num(got - want).abs().max())
                    for s_ in (batched, shared) for got, want in zip((s_.target, s_.ce), ref))
+        lam = torch.full((1,), 0.5 if fluent else 0.0)
+        ranked_s, ranked = best_of(args.reps, lambda: score(lm, goal, prompt, swaps, fluent, lam,
+                                                            keep=RANK_KEEP))
+        picked = int(objective(ranked, lam.expand(len(cands))).argmax())
+        exact_best = int(objective(alone_scores(alone), lam.expand(len(cands))).argmax())
         what = "activation + cross-entropy (full body, LM head)" if fluent else \
             f"activation (forward stops after block {hook_layer(cfg.hook)})"
         print(f"  {what}: per-candidate loop {loop_s:.3f} s; batched {batched_s:.3f} s "
               f"({loop_s / batched_s:.1f}x); batched with shared prefixes (the search's step) "
-              f"{shared_s:.3f} s ({loop_s / shared_s:.1f}x); max |difference| {diff:.1e}")
+              f"{shared_s:.3f} s ({loop_s / shared_s:.1f}x); max |difference| {diff:.1e}; "
+              f"bf16_rank {RANK_KEEP} (bfloat16 batch, best {RANK_KEEP} again in float32) "
+              f"{ranked_s:.3f} s ({loop_s / ranked_s:.1f}x), picks the float32 best: "
+              f"{picked == exact_best}")
     model = copy.deepcopy(lm.model)      # output_hidden_states leaves HF's hooks on a model
     naive_s, naive = best_of(1, lambda: naive_loop(model, cfg.hook, cfg.index, cands))
     shared_s, shared = best_of(args.reps, lambda: evaluate_swaps(lm, goal, prompt, swaps))
@@ -207,10 +228,21 @@ def discrete_case(args) -> None:
           f"the search's step is {naive_s / shared_s:.1f}x faster (max |difference| "
           f"{float((naive - shared.target).abs().max()):.1e})")
     for lam in (0.0, 0.5):
-        res = run(lm, replace(cfg, lam=lam))
-        per_step = res.seconds / (res.steps_done + 1)
-        print(f"  lab.actmax.run discrete, lam {lam:g}, {cfg.steps} steps: {per_step:.3f} s per step "
-              f"(activation {res.prompts.activation[0]:.3f}, ce {res.prompts.ce[0]:.2f})")
+        for rank in (0, RANK_KEEP):
+            res = run(lm, replace(cfg, lam=lam, bf16_rank=rank))
+            per_step = res.seconds / (res.steps_done + 1)
+            print(f"  lab.actmax.run discrete, lam {lam:g}, bf16_rank {rank}, {cfg.steps} steps: "
+                  f"{per_step:.3f} s per step (activation {res.prompts.activation[0]:.3f}, "
+                  f"ce {res.prompts.ce[0]:.2f})")
+
+
+RANK_KEEP = 8   # bf16_rank of the bench's ranked arm
+
+
+def alone_scores(alone):
+    """The per-candidate loop's Scores, as one Scores of [n]."""
+    from lab.actmax.target import Scores
+    return Scores(*(torch.cat(col) for col in zip(*alone)))
 
 
 def main() -> int:
