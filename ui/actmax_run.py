@@ -107,7 +107,7 @@ def _method(cls, root: str, prefix: str, methods: tuple[str, ...]) -> dict:
         with cols[2]:
             values[root + "top_k"] = widgets.slider("Top-k tokens per position", cls,
                                                     root + "top_k", 1, 256, key=f"{prefix}_top_k")
-        with st.columns(3)[1]:
+        with st.columns(3)[0]:
             values[root + "bf16_rank"] = widgets.slider(
                 "Rank in bfloat16, re-score the best (0: off)", cls, root + "bf16_rank", 0, 32,
                 key=f"{prefix}_bf16_rank")
