@@ -19,6 +19,8 @@ and one ratio per peer arm: the peer's s/epoch / ours-tied's.
 Trainers:
   ours-tied         lab.sae.SAETrainer at the lab's defaults (tied weights, Top-K)
   ours-untied       the same with a separate, unit-norm decoder (as sparsify has)
+  ours-*-fp32       (only with --only) the same with the float32 selection forced
+                    (LAB_SAE_BF16_SELECT=0: what a CPU without AMX runs)
   sparsify-bare     sparsify.SparseCoder's bare step: forward, fvu.backward(), fused Adam
   sparsify-trainer  its trainer's step: also the decoder's unit normalization before and the
                     projection of the gradient off the decoder rows after the backward
@@ -27,25 +29,44 @@ The floor: one dense encoder matmul per batch ([256, d] x [d, latents], timed in
 its thread count) x batches per epoch; the Top-K selection needs it.
 
 Profile (`--profile`, median ms per step over 30 steps after 5 warm-up steps; 10240 x 768
-atoms, 6144 latents, k=32, batch 256; measured 2026-12-03 11:30 UTC on an idle 2-core Zen 4,
-once, so about +-10%):
+atoms, 6144 latents, k=32, batch 256; measured 2026-12-03 19:00 UTC on an idle 2-core Xeon with
+AMX tiles, once, so about +-10%). Ours ranks in bfloat16 there (lab.sae.select):
                                  ours-tied      ours-untied    sparsify-bare
   phase                          1 thr  2 thr   1 thr  2 thr   1 thr  2 thr
-  encoder matmul                 39.0   22.5    35.2   22.8    49.5   24.1  (sparsify: + top-k)
-  top-k selection                 6.0    3.4     5.7    3.4
-  sparse decode                   2.5    1.6     2.5    1.6     2.6    1.5
-  loss + d loss/d recon           0.4    0.4     0.4    0.4     0.6    0.4
-  bwd: d code (SDDMM)             3.2    1.8     2.9    1.7    21.0   11.5  (sparsify: whole
-  bwd: group by latent            0.8    0.8     0.7    0.8                  autograd backward)
-  bwd: d W (CSR x dense)          3.6    2.2     4.7    3.1
-  bwd: d b_dec                    2.1    1.9     1.9    1.9
-  Adam (fused)                    5.0    4.2     8.0    6.6    11.1    6.5
-  decoder unit norm                 -      -     1.9    1.1       -      -
-  whole step                     63.5   39.5    65.9   43.9    84.8   44.7
-  bare encoder matmul alone      38.8   21.7
-sparsify-trainer's whole step: 82.1 (1 thread), 51.4 (2 threads); its gradient projection
-9.5 / 5.5 and decoder norm 1.8 / 1.1 of that. The matmul is 61% (1 thread) and 57% (2 threads)
-of ours-tied's step; the next largest pieces are top-k and Adam.
+  encoder copy to bfloat16        2.3    1.0     2.5    1.3
+  encoder matmul (bfloat16)       4.6    2.4     4.6    2.6    23.4   12.6  (sparsify: fp32
+  top-1.5k selection (bfloat16)   6.0    3.5     6.0    3.3                  matmul + top-k)
+  float32 re-rank (SDDMM)         3.8    2.0     3.9    2.2
+  sparse decode                   1.4    0.7     2.2    0.9     2.6    1.4
+  loss + d loss/d recon           0.6    0.3     0.6    0.4     0.8    0.6
+  bwd: d code (SDDMM)             1.6    0.9     1.9    1.1    20.5   11.6  (sparsify: whole
+  bwd: group by latent            0.7    0.6     0.7    0.6                  autograd backward)
+  bwd: d W (CSR x dense)          3.3    1.8     5.7    3.2
+  bwd: d b_dec                    1.0    0.5     1.2    0.6
+  Adam (fused)                    5.4    3.0    10.8    5.8    11.4    6.1
+  decoder unit norm                 -      -     2.8    1.5       -      -
+  whole step                     31.2   17.1    43.9   24.2    59.2   32.5
+  bare float32 encoder matmul    16.0    8.6
+sparsify-trainer's whole step: 83.7 (1 thread), 44.9 (2 threads). The four selection phases
+(16.7 / 8.9 ms) replace a float32 matmul + top-k of ~20 / ~11 ms; each phase is slower inside
+a step than alone (the bfloat16 matmul alone: 2.5 / 1.6 ms), the rest of a step evicts its
+inputs. Before (float32 selection, same machine, earlier that day): ours-tied 33.3 / 20.4 ms.
+
+Cells (`python bench/sae_bench.py`, same machine, 19:00 UTC; s/epoch, held-out nMSE):
+  cell               ours-tied        ours-untied      sparsify-bare    sparsify-trainer
+  atoms    1 thread  1.182  0.4807    1.796  0.4811    2.274  0.7463    3.146  0.7469
+  atoms    2 threads 0.689  0.4807    0.990  0.4811    1.320  0.7463    1.794  0.7469
+  lowrank  1 thread  1.219  0.5176    1.794  0.4777    2.267  0.4738    3.180  0.4731
+  lowrank  2 threads 0.684  0.5176    0.951  0.4777    1.265  0.4737    1.752  0.4731
+  smollm2  1 thread  0.859  0.6242    1.184  0.6271    1.568  0.6266    2.106  0.6263
+  smollm2  2 threads 0.523  0.6242    0.695  0.6271    0.903  0.6266    1.140  0.6263
+  ours-tied is 1.73-1.92x sparsify-bare and 2.18-2.66x sparsify-trainer in every cell, 1.87x
+  the float32 encoder floor at best (lowrank, 1 thread; atoms 1.90x); its nMSE is better on
+  atoms and smollm2, 9% worse on lowrank (a tied code fits that Gaussian worse: ours-untied is
+  within 0.8% there). ours-untied, the like-for-like arm (untied, unit-norm decoder), is
+  1.26-1.33x sparsify-bare (which skips the decoder norm) and 1.64-1.84x sparsify-trainer.
+  `--only ours-tied,ours-tied-fp32` etc. time the float32 selection beside: ours-tied 1.20x
+  (1 thread) and 1.27x (2 threads) faster with the bfloat16 ranking, same nMSE to 4 digits.
 """
 from __future__ import annotations
 
