@@ -20,7 +20,7 @@ from lab.laminar.cluster import ModelInfo, _train_task
 from lab.laminar.cost import forward_flops, layer_flops
 from lab.laminar.store import RunFolder
 from lab.sae import init_sae, latent_stats
-from lab.sae import train as sae_train
+from lab.sae import devices as sae_devices
 from lab.sae.model import EVAL_CHUNK
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -112,9 +112,9 @@ def test_activations_stay_on_the_device_only_while_all_layers_fit(fraction, monk
     cfg = replace(TINY, memory_fraction=fraction)
     shape = (3, 2, 16, 64)
     need = 4 * 3 * 2 * 15 * 64
-    monkeypatch.setattr(sae_train, "free_bytes", lambda device: need / fraction)
+    monkeypatch.setattr(sae_devices, "free_bytes", lambda device: need / fraction)
     assert laminar_train._home(gpu, cfg, shape) == gpu
-    monkeypatch.setattr(sae_train, "free_bytes", lambda device: need / fraction - 1)
+    monkeypatch.setattr(sae_devices, "free_bytes", lambda device: need / fraction - 1)
     assert laminar_train._home(gpu, cfg, shape) == torch.device("cpu")
 
 
@@ -125,7 +125,7 @@ def test_the_sweep_sizes_only_the_layers_it_trains(tiny, tmp_path, monkeypatch):
 
     def spy(device, nbytes, fraction):
         asked.append((device, nbytes, fraction))
-        return sae_train.fits(device, nbytes, fraction)
+        return sae_devices.fits(device, nbytes, fraction)
 
     monkeypatch.setattr(laminar_train, "fits", spy)
     rows = laminar.sweep(tiny, _windows(tiny), replace(TINY, layers=(0, 2), memory_fraction=0.25),

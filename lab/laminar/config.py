@@ -9,7 +9,7 @@ import torch
 from lab.experiment import param, replace_paths, share_seed, validate
 from lab.models import LabModel, resolve_device
 from lab.sae import SAEConfig
-from lab.sae.train import as_device
+from lab.sae.devices import as_device
 
 # The SAE every layer gets: tied ReLU + L1 (the seed's ~8x latents and 75 epochs are the "full"
 # preset; the defaults are the "quick" one, what the page and the CLI start from). The L1 weight

@@ -26,7 +26,7 @@ from lab.models import LabModel
 from lab.sae import SparseAutoencoder, init_sae, train_sae
 from lab.sae.kernels import SPARSE_DEVICES
 from lab.sae.model import EVAL_CHUNK, low_precision
-from lab.sae.train import as_device, fits, matmul_precision
+from lab.sae.devices import as_device, fits, matmul_precision
 
 COLUMNS = ["model", "layer", "n_layers", "relative_depth", "density", "dead_fraction", "mse", "nmse",
            "val_nmse", "l0", "n_latents", "n_tokens", "activation", "epochs", "seconds"]
@@ -124,10 +124,11 @@ def code_density(sae: SparseAutoencoder, acts: torch.Tensor) -> tuple[float, flo
     count = torch.zeros(sae.n_latents, dtype=torch.int64, device=device)
     low = low_precision(sae, EVAL_CHUNK)
     for chunk in acts.split(EVAL_CHUNK):
-        xs = chunk.to(device) / sae.scale
-        code = sae.active_code(xs, low=low) if device.type in SPARSE_DEVICES else None
+        chunk = chunk.to(device)
+        code = sae.active_code(chunk / sae.scale, low=low) \
+            if device.type in SPARSE_DEVICES else None
         if code is None:   # a dense ReLU code (or no sparse kernels here)
-            count += (sae.encode(chunk.to(device)) > 0).sum(0)
+            count += (sae.encode(chunk) > 0).sum(0)
         else:              # the active entries only: no [rows, latents] code
             count += torch.bincount(code.cols[code.pre > 0], minlength=sae.n_latents)
     density = (count.float() / max(acts.shape[0], 1)).cpu().numpy()

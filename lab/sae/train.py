@@ -11,7 +11,6 @@ the CPU's only by float rounding. The rows stay on the device when they fit in
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,9 +21,10 @@ import torch
 from lab.sae.config import SAEConfig
 from lab.sae.kernels import (SPARSE_CUTOFF, SPARSE_DEVICES, _DenseCode, dense_grads, dense_relu,
                              sparse_decode, sparse_grads)
-from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, as_rows, dense_forward, init_sae,
-                           loss_grads, loss_terms)
-from lab.sae.select import LowPrecision, fast_select
+from lab.sae.devices import as_device, fits, rows_on
+from lab.sae.model import (EVAL_CHUNK, SparseAutoencoder, dense_forward, init_sae, loss_grads,
+                           loss_terms, low_precision)
+from lab.sae.select import LowPrecision
 
 
 @dataclass
@@ -194,9 +194,7 @@ class SAETrainer:
         w = self.sae.W_enc
         batch = min(cfg.batch_size, self.train.shape[0])
         self.pre = torch.empty(batch, self.sae.n_latents, dtype=w.dtype, device=w.device)
-        self.low = (LowPrecision(self.sae.n_latents, self.sae.d_in, batch)
-                    if cfg.activation == "topk"
-                    and fast_select(self.device, cfg.k, self.sae.n_latents) else None)
+        self.low = low_precision(self.sae, batch)   # None: Top-K ranks in float32
 
     def epoch(self) -> dict:
         """One pass over the training rows; returns the epoch's metrics (`on_epoch` row)."""
@@ -248,55 +246,6 @@ def history_frame(rows: list[dict]) -> pd.DataFrame:
         if f"val_{metrics[0]}" in r:
             out.append({"epoch": r["epoch"], "split": "val", **{m: r[f"val_{m}"] for m in metrics}})
     return pd.DataFrame(out, columns=["epoch", "split", *metrics])
-
-
-# ---------------------------------------------------------------- devices
-
-def as_device(device: str | torch.device | None) -> torch.device:
-    """A device with its index ("cuda" -> "cuda:0"), so it compares equal to a tensor's."""
-    device = torch.device(device or "cpu")
-    if device.index is None and device.type != "cpu":
-        return torch.device(device.type, torch.cuda.current_device() if device.type == "cuda" else 0)
-    return device
-
-
-def rows_on(acts: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """as_rows (float32 [rows, d_in], finite), without a trip through the CPU for rows that
-    are already on the (non-CPU) `device`."""
-    acts = torch.as_tensor(acts).detach()
-    if acts.device.type == "cpu" or acts.device != device:
-        return as_rows(acts)
-    acts = acts.float()
-    if acts.ndim != 2 or not torch.isfinite(acts).all():
-        return as_rows(acts)   # its one-sentence error
-    return acts
-
-
-def free_bytes(device: torch.device) -> int | None:
-    """Free memory of an accelerator (None for the CPU: rows already sit in its memory)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type == "mps":
-        return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
-    return None
-
-
-def fits(device: torch.device, nbytes: int, fraction: float) -> bool:
-    """Whether `nbytes` fit in `fraction` of the device's free memory (always, on the CPU)."""
-    free = free_bytes(device)
-    return free is None or nbytes <= fraction * free
-
-
-@contextlib.contextmanager
-def matmul_precision(tf32: bool):
-    """TF32 matmuls on CUDA inside the block (float32 storage, ~10-bit mantissa products);
-    the process-wide setting comes back afterwards."""
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
 
 
 def _variance(x: torch.Tensor) -> float:
