@@ -14,7 +14,8 @@ Every trainer in a cell sees the same rows, k, latents (6144 for 768-wide rows),
 Adam (fused) at lr 1e-4; epochs are interleaved (epoch 1 of every trainer, then epoch 2, ...,
 the order rotating) so a neighbour's load hits all alike. A cell prints each trainer's median
 s/epoch and its held-out normalized MSE (squared error / total variance, after the last epoch),
-and one ratio per peer arm: the peer's s/epoch / ours-tied's.
+and one ratio per peer arm: the peer's s/epoch / ours-tied's. The median leaves out epoch 1
+(warm-up) when there are 3 or more.
 
 Trainers:
   ours-tied         lab.sae.SAETrainer at the lab's defaults (tied weights, Top-K)
@@ -288,7 +289,10 @@ def run_cell(train, held, cfg: SAEConfig, names: list[str], epochs: int) -> dict
               flush=True)
     batches = math.ceil(len(train) / cfg.batch_size)
     floor = batches * matmul_seconds(cfg.batch_size, train.shape[1], cfg.n_latents)
-    return {"s_per_epoch": {n: statistics.median(t) for n, t in times.items()},
+    # the first epoch pays page faults and allocator warm-up, unevenly (sparsify's autograd
+    # buffers: 3.3 s against 2.1 s later, 2026-12-04): with 3 or more epochs it is left out
+    return {"s_per_epoch": {n: statistics.median(t[1:] if len(t) > 2 else t)
+                            for n, t in times.items()},
             "epochs_s": times, "floor_s": floor,
             "nmse": {n: nmse_of(t, held) for n, t in trainers.items()}}
 
@@ -388,7 +392,7 @@ def bf16_code_phases(sae, xc, low, ph):
     ph.tick("encoder copy to bf16")
     pre16 = torch.addmm(low.b, xc.to(torch.bfloat16), low.w.T, out=low.pre[:B])
     ph.tick("encoder matmul (bf16)")
-    cand = pre16.topk(m, dim=1, sorted=False).indices.sort(dim=1).values
+    cand = select.top_m(pre16, m).sort(dim=1).values
     ph.tick("top-1.5k selection (bf16)")
     crow = torch.arange(0, B * m + 1, m)
     exact = kernels._sampled_rows_dot(crow, cand.reshape(-1), xc, sae.W_enc).view(B, m) + sae.b_enc[cand]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lab.sae import SAEConfig, SAETrainer, init_sae
-from lab.sae.select import LowPrecision, fast_select, topk_bf16
+from lab.sae.select import GROUP, LowPrecision, fast_select, top_m, topk_bf16
 
 
 @pytest.fixture(autouse=True)
@@ -84,3 +84,23 @@ def test_where_the_bfloat16_ranking_is_used(monkeypatch):
     assert SAETrainer(_rows(n=64), SAEConfig(activation="relu", n_latents=512, epochs=1)).low is None
     monkeypatch.setenv("LAB_SAE_BF16_SELECT", "0")
     assert not fast_select("cpu", 32, 6144)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("latents,m", [(6144, 48), (4608, 48), (512, 24), (1001, 12), (96, 48)])
+def test_top_m_finds_the_values_topk_finds(dtype, latents, m):
+    """The grouped two-pass top m against torch.topk: the same values on every row, on
+    Gaussian rows, on rows whose largest entries crowd into one group, and with bfloat16's
+    many ties (1001 latents do not split into groups, 96 are too few: the plain path)."""
+    gen = torch.Generator().manual_seed(latents + m)
+    pre = torch.randn(64, latents, generator=gen)
+    G = latents // GROUP
+    pre[:8, ::max(G, 1)] += 10          # rows 0-7: one whole group (latents 0, G, 2G, ...) on top
+    pre[8:16] = pre[8:16].round()       # rows 8-15: ties everywhere
+    pre = pre.to(dtype)
+    idx = top_m(pre, m)
+    assert idx.shape == (64, m)
+    assert all(len(set(row)) == m for row in idx.tolist())    # m distinct latents per row
+    want = pre.topk(m, dim=1).values
+    got = pre.gather(1, idx).sort(dim=1, descending=True).values
+    assert torch.equal(got, want)

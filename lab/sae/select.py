@@ -60,6 +60,28 @@ class LowPrecision:
         self.b.copy_(b_enc)
 
 
+GROUP = 8   # latents per group of `top_m`'s first pass (measured best of 4-16: below)
+
+
+def top_m(pre: torch.Tensor, m: int) -> torch.Tensor:
+    """Indices [B, m] (any order) of each row's m largest entries of `pre` [B, L]: the same
+    values as `pre.topk(m)`, in two cheaper passes. Latents form L / GROUP strided groups
+    (c, c + L/GROUP, ...); a row's m largest entries all lie in its m groups with the largest
+    maxima (an entry outside them is at most the m-th group maximum, and m entries, those
+    maxima, are at least that), so the second topk ranks m x GROUP entries instead of L.
+    torch's CPU topk costs ~3 ns per entry: 256 x 6144 bfloat16, m = 48, 5.2 ms plain, 3.2 ms
+    here (1 thread; 3.3 / 1.7 ms at 2). Ties may pick other, equal entries."""
+    B, L = pre.shape
+    G = L // GROUP
+    if L % GROUP or G < 2 * m:   # too few groups to pay off: plain topk
+        return pre.topk(m, dim=1, sorted=False).indices
+    grouped = pre.view(B, GROUP, G)                                        # [B, GROUP, G]
+    groups = grouped.amax(1).topk(m, dim=1, sorted=False).indices          # [B, m]
+    members = grouped.gather(2, groups.unsqueeze(1).expand(B, GROUP, m))   # [B, GROUP, m]
+    best = members.view(B, GROUP * m).topk(m, dim=1, sorted=False).indices
+    return (best // m) * G + groups.gather(1, best % m)
+
+
 def topk_bf16(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int,
               low: LowPrecision) -> tuple[torch.Tensor, torch.Tensor]:
     """(latents [B, k] ascending per row, their float32 pre-activations [B, k]) of the
@@ -69,7 +91,7 @@ def topk_bf16(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
     low.refresh(W_enc, b_enc)
     out = low.pre[:B] if B <= low.pre.shape[0] else None
     pre16 = torch.addmm(low.b, xc.to(torch.bfloat16), low.w.T, out=out)
-    cand = pre16.topk(m, dim=1, sorted=False).indices.sort(dim=1).values      # [B, m]
+    cand = top_m(pre16, m).sort(dim=1).values                                  # [B, m]
     crow = torch.arange(0, B * m + 1, m, device=xc.device)
     exact = _sampled_rows_dot(crow, cand.reshape(-1), xc, W_enc).view(B, m) + b_enc[cand]
     keep = exact.topk(k, dim=1, sorted=False).indices.sort(dim=1).values      # ascending
