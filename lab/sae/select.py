@@ -60,7 +60,8 @@ class LowPrecision:
         self.b.copy_(b_enc)
 
 
-GROUP = 8   # latents per group of `top_m`'s first pass (measured best of 4-16: below)
+GROUP = 8   # latents per group of `top_m`'s first pass (4-16 timed at 6144 and 4608 latents:
+            # 8 and 12 fastest, within 3% of each other)
 
 
 def top_m(pre: torch.Tensor, m: int) -> torch.Tensor:
@@ -75,7 +76,7 @@ def top_m(pre: torch.Tensor, m: int) -> torch.Tensor:
     G = L // GROUP
     if L % GROUP or G < 2 * m:   # too few groups to pay off: plain topk
         return pre.topk(m, dim=1, sorted=False).indices
-    grouped = pre.view(B, GROUP, G)                                        # [B, GROUP, G]
+    grouped = pre.reshape(B, GROUP, G)   # a view of a contiguous `pre`      # [B, GROUP, G]
     groups = grouped.amax(1).topk(m, dim=1, sorted=False).indices          # [B, m]
     members = grouped.gather(2, groups.unsqueeze(1).expand(B, GROUP, m))   # [B, GROUP, m]
     best = members.view(B, GROUP * m).topk(m, dim=1, sorted=False).indices
