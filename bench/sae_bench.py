@@ -14,12 +14,14 @@ Every trainer in a cell sees the same rows, k, latents (6144 for 768-wide rows),
 Adam (fused) at lr 1e-4; epochs are interleaved (epoch 1 of every trainer, then epoch 2, ...,
 the order rotating) so a neighbour's load hits all alike. A cell prints each trainer's median
 s/epoch and its held-out normalized MSE (squared error / total variance, after the last epoch),
-and one ratio per peer arm: the peer's s/epoch / ours-tied's. The median leaves out epoch 1
-(warm-up) when there are 3 or more.
+and one row per (ours arm, peer arm): the ratio peer s/epoch / ours, both nMSEs, ours' multiple
+of the floor, and whether the issue's bar holds (ratio >= 1.5 and nMSE <= peer's x 1.02). The
+median leaves out epoch 1 (warm-up) when there are 3 or more.
 
 Trainers:
   ours-tied         lab.sae.SAETrainer at the lab's defaults (tied weights, Top-K)
-  ours-untied       the same with a separate, unit-norm decoder (as sparsify has)
+  ours-untied       the same with a separate, unit-norm decoder (as sparsify's trainer has)
+  ours-untied-free  a separate decoder left free (unit_decoder=False: as sparsify's bare step)
   ours-*-fp32       (only with --only) the same with the float32 selection forced
                     (LAB_SAE_BF16_SELECT=0: what a CPU without AMX runs)
   sparsify-bare     sparsify.SparseCoder's bare step: forward, fvu.backward(), fused Adam
@@ -268,13 +270,15 @@ class Sparsify:
 FLAG = "LAB_SAE_BF16_SELECT"
 TRAINERS = {"ours-tied": lambda tr, c: Ours(tr, c),
             "ours-untied": lambda tr, c: Ours(tr, SAEConfig(**{**vars(c), "tied": False})),
+            "ours-untied-free": lambda tr, c: Ours(tr, SAEConfig(**{**vars(c), "tied": False,
+                                                                  "unit_decoder": False})),
             "ours-tied-fp32": lambda tr, c: Ours(tr, c, bf16=False),
             "ours-untied-fp32": lambda tr, c: Ours(tr, SAEConfig(**{**vars(c), "tied": False}),
                                                    bf16=False),
             "sparsify-bare": lambda tr, c: Sparsify(tr, c, trainer=False),
             "sparsify-trainer": lambda tr, c: Sparsify(tr, c, trainer=True),
             "dense-tied": DenseTopK}
-DEFAULT = "ours-tied,ours-untied,sparsify-bare,sparsify-trainer"
+DEFAULT = "ours-tied,ours-untied,ours-untied-free,sparsify-bare,sparsify-trainer"
 PEERS = ("sparsify-bare", "sparsify-trainer")
 
 
@@ -318,22 +322,22 @@ def nmse_of(trainer, held) -> float:
 
 
 def print_cell(kind: str, threads: int, cell: dict) -> list[dict]:
-    s, q = cell["s_per_epoch"], cell["nmse"]
-    ours = s.get("ours-tied")
-    print(f"  {'trainer':<17} s/epoch  nMSE    vs ours-tied")
+    """Prints the cell; returns one row per (ours arm, peer arm): the ratio, both nMSEs and
+    whether the arm holds the bar (>= 1.5x the peer, nMSE at most the peer's + 2%)."""
+    s, q, floor = cell["s_per_epoch"], cell["nmse"], cell["floor_s"]
+    print(f"  {'trainer':<17} s/epoch  nMSE    x floor")
     for n in s:
-        ratio = f"{s[n] / ours:6.2f}x" if ours else ""
-        print(f"  {n:<17} {s[n]:7.3f}  {q[n]:.4f}  {ratio}")
-    if ours:
-        print(f"  floor (one encoder matmul per batch) {cell['floor_s']:.3f} s/epoch: "
-              f"ours-tied at {ours / cell['floor_s']:.2f}x the floor")
+        print(f"  {n:<17} {s[n]:7.3f}  {q[n]:.4f}  {s[n] / floor:5.2f}x")
+    print(f"  floor (one float32 encoder matmul per batch) {floor:.3f} s/epoch")
     rows = []
-    for peer in PEERS:
-        if peer in s and ours:
-            rows.append({"data": kind, "threads": threads, "peer": peer,
-                         "peer_s": round(s[peer], 3), "ours_s": round(ours, 3),
-                         "ratio": round(s[peer] / ours, 2), "nmse_ours": q["ours-tied"],
-                         "nmse_peer": q[peer], "ours_over_floor": round(ours / cell["floor_s"], 2)})
+    for ours in (n for n in s if n.startswith("ours")):
+        for peer in (p for p in PEERS if p in s):
+            ratio = s[peer] / s[ours]
+            rows.append({"data": kind, "threads": threads, "ours": ours, "peer": peer,
+                         "peer_s": round(s[peer], 3), "ours_s": round(s[ours], 3),
+                         "ratio": round(ratio, 2), "nmse_ours": q[ours], "nmse_peer": q[peer],
+                         "ours_over_floor": round(s[ours] / floor, 2),
+                         "holds": ratio >= 1.5 and q[ours] <= 1.02 * q[peer]})
     return rows
 
 
@@ -394,7 +398,7 @@ def ours_phases(trainer: SAETrainer, xs: torch.Tensor, ph: Phases) -> None:
     with torch.enable_grad():
         trainer.opt.step()
     ph.tick("Adam (fused)")
-    if not sae.tied:
+    if not sae.tied and cfg.unit_decoder:
         _normalize_rows(sae.W_dec)
         ph.tick("decoder unit norm")
     trainer_tally(trainer, loss, mse, xs, vals, code.cols)
@@ -408,14 +412,14 @@ def bf16_code_phases(sae, xc, low, ph):
     ph.tick("encoder copy to bf16")
     pre16 = torch.addmm(low.b, xc.to(torch.bfloat16), low.w.T, out=low.pre[:B])
     ph.tick("encoder matmul (bf16)")
-    cand = select.top_m(pre16, m).sort(dim=1).values
+    cand = select.top_m(pre16, m)
     ph.tick("top-1.5k selection (bf16)")
     crow = torch.arange(0, B * m + 1, m)
     exact = kernels._sampled_rows_dot(crow, cand.reshape(-1), xc, sae.W_enc).view(B, m) + sae.b_enc[cand]
-    keep = exact.topk(sae.k, dim=1, sorted=False).indices.sort(dim=1).values
-    idx = cand.gather(1, keep)
+    best = exact.topk(sae.k, dim=1, sorted=False)
+    idx, order = cand.gather(1, best.indices).sort(dim=1)
     code = SparseCode(torch.arange(0, B * sae.k + 1, sae.k), idx.reshape(-1),
-                      exact.gather(1, keep).reshape(-1))
+                      best.values.gather(1, order).reshape(-1))
     ph.tick("float32 re-rank (SDDMM)")
     return code
 
@@ -453,7 +457,8 @@ def sparsify_phases(sp: Sparsify, xb: torch.Tensor, ph: Phases) -> None:
 def profile(train, cfg: SAEConfig, threads: list[int], steps: int = 30, warm: int = 5) -> None:
     B = cfg.batch_size
     n = len(train) // B
-    arms = {"ours-tied": cfg, "ours-untied": SAEConfig(**{**vars(cfg), "tied": False})}
+    arms = {"ours-tied": cfg, "ours-untied": SAEConfig(**{**vars(cfg), "tied": False}),
+            "ours-untied-free": SAEConfig(**{**vars(cfg), "tied": False, "unit_decoder": False})}
     for t in threads:
         torch.set_num_threads(t)
         print(f"\n{t} thread(s): median ms per step over {steps} steps")
@@ -520,12 +525,17 @@ def main(argv=None) -> int:
                   flush=True)
             summary += print_cell(kind, t, run_cell(train, held, cfg, names, args.epochs))
     if summary:
-        print("\ncell                 peer              peer s  ours s  ratio  nMSE ours  peer"
-              "    ours/floor")
+        print("\ncell                ours              peer              ours s  peer s  ratio"
+              "  nMSE ours  peer    x floor  holds")
         for r in summary:
-            print(f"{r['data']:<8} {r['threads']} thread(s)  {r['peer']:<17} {r['peer_s']:6.3f}  "
-                  f"{r['ours_s']:6.3f}  {r['ratio']:4.2f}x  {r['nmse_ours']:.4f}     "
-                  f"{r['nmse_peer']:.4f}  {r['ours_over_floor']:.2f}x")
+            print(f"{r['data']:<8} {r['threads']} thread(s) {r['ours']:<17} {r['peer']:<17} "
+                  f"{r['ours_s']:6.3f}  {r['peer_s']:6.3f}  {r['ratio']:4.2f}x  "
+                  f"{r['nmse_ours']:.4f}     {r['nmse_peer']:.4f}  {r['ours_over_floor']:5.2f}x  "
+                  f"{'yes' if r['holds'] else 'no'}")
+        for ours in dict.fromkeys(r["ours"] for r in summary):
+            mine = [r for r in summary if r["ours"] == ours]
+            print(f"{ours}: holds the bar (>= 1.5x, nMSE <= peer + 2%) in "
+                  f"{sum(r['holds'] for r in mine)} of {len(mine)} (cell, peer) pairs")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "cells": summary}, indent=2))
     return 0

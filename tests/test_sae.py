@@ -172,6 +172,21 @@ def test_recovers_known_sparse_dictionary(tied):
     assert hist.query("split == 'val'")["nmse"].iloc[-1] < 0.2
 
 
+def test_unit_decoder_false_leaves_the_untied_decoder_rows_free():
+    """Both start from the same unit atoms; only unit_decoder=True keeps them at norm 1, and
+    the free one still learns (the first epochs' step of 1e-2 moves norms by ~10%)."""
+    x = torch.randn(600, 12) * 3
+    norms, nmse = {}, {}
+    for unit in (True, False):
+        cfg = SAEConfig(n_latents=48, k=4, tied=False, unit_decoder=unit, epochs=6, lr=1e-2)
+        sae, hist = train_sae(x, cfg)
+        norms[unit] = sae.W_dec.detach().norm(dim=1)
+        nmse[unit] = hist.query("split == 'train'")["nmse"].tolist()
+    torch.testing.assert_close(norms[True], torch.ones(48))
+    assert (norms[False] - 1).abs().max() > 0.05
+    assert nmse[False][-1] < nmse[False][0] and abs(nmse[False][-1] - nmse[True][-1]) < 0.1
+
+
 def test_history_is_tidy_and_on_epoch_reports_each_epoch():
     x = torch.randn(120, 8)
     rows = []

@@ -8,7 +8,7 @@ import torch
 
 from lab import sae as lsae
 from lab.sae import SAEConfig, init_sae
-from lab.sae.kernels import _DenseCode
+from lab.sae.kernels import _DenseCode, _stable_order
 from lab.sae.train import _gradients
 
 
@@ -77,3 +77,13 @@ def test_gradient_buffers_are_overwritten_not_accumulated():
     _gradients(sae, xs, cfg, False, None)
     assert all(p.grad is b for p, b in zip(sae.parameters(), buffers))   # reused, not new
     assert all(torch.equal(a, p.grad) for a, p in zip(first, sae.parameters()))
+
+
+@pytest.mark.parametrize("n_latents", [6144, 1 << 16, (1 << 16) + 5])
+def test_the_latent_order_is_torchs_stable_argsort(n_latents):
+    """The 16-bit radix path and torch's sort agree entry for entry, ties (one latent in many
+    rows) kept in batch-row order: the gradient rows are summed in that order."""
+    gen = torch.Generator().manual_seed(0)
+    cols = torch.randint(0, n_latents, (4096,), generator=gen)
+    cols[::7] = n_latents - 1            # the largest latent, and many ties
+    assert torch.equal(_stable_order(cols, n_latents), torch.argsort(cols, stable=True))

@@ -99,12 +99,14 @@ def _settings(text: str) -> SAETextConfig:
                                      [1, 2, 4, 8, 16, 32], key="sae_mult")
         tied = widgets.checkbox("Tied weights (decoder = encoder transposed)", C, "sae.tied",
                                 key="sae_tied")
+        unit = widgets.checkbox("Unit-norm decoder rows (untied)", C, "sae.unit_decoder",
+                                key="sae_unit_decoder", disabled=tied)
     with c4:
         epochs = widgets.number("Epochs", C, "sae.epochs", key="sae_epochs", lo=1, hi=5000)
         lr = widgets.number("Learning rate (Adam)", C, "sae.lr", key="sae_lr", lo=1e-6, hi=1.0,
                             step=1e-4, format="%.0e")
-    sae = SAEConfig(expansion=mult, k=int(k), tied=tied, activation=activation, l1=float(l1),
-                    epochs=int(epochs), lr=float(lr))
+    sae = SAEConfig(expansion=mult, k=int(k), tied=tied, unit_decoder=unit,
+                    activation=activation, l1=float(l1), epochs=int(epochs), lr=float(lr))
     cfg = SAETextConfig(text=text, layer=sae_text.layer_value(layer, lm.n_layers), site=site,
                         drop_first=drop_first, sae=sae,
                         selectivity=_selectivity(_selectivity_state(), seed()), seed=seed())

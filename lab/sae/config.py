@@ -16,6 +16,10 @@ class SAEConfig:
     k: int = param(32, "Active latents per token (Top-K only).", min=1)
     tied: bool = param(True, "Tied weights: the decoder is the encoder transposed (one "
                              "parameter, not a copy).")
+    unit_decoder: bool = param(True, "Untied only: rescale each decoder row to unit norm after "
+                                     "every step. An L1 code needs it (else the penalty shrinks "
+                                     "the code by growing the atoms); a Top-K code can leave "
+                                     "the decoder free, as sparsify's bare step does.")
     activation: Literal["topk", "relu"] = param(
         "topk", "Sparsity: 'topk' keeps the k largest ReLU outputs per token; 'relu' is a "
                 "ReLU code with an L1 penalty.")

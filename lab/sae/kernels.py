@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -161,10 +162,18 @@ def _sampled_rows_dot(crow: torch.Tensor, cols: torch.Tensor, g: torch.Tensor,
 def _by_latent(crow: torch.Tensor, cols: torch.Tensor, n_latents: int):
     """The entries grouped by latent: (order, batch row of each, CSR row pointers)."""
     rows = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow.diff())
-    order = torch.argsort(cols, stable=True)          # by latent, then by batch row
+    order = _stable_order(cols, n_latents)            # by latent, then by batch row
     lat_crow = torch.zeros(n_latents + 1, dtype=torch.int64, device=cols.device)
     lat_crow[1:] = torch.bincount(cols, minlength=n_latents).cumsum(0)
     return order, rows[order], lat_crow
+
+
+def _stable_order(cols: torch.Tensor, n_latents: int) -> torch.Tensor:
+    """torch.argsort(cols, stable=True). On the CPU with < 2^16 latents, numpy's stable sort
+    of 16-bit keys, a radix sort: 8192 entries 0.03 ms vs 0.25 ms (2 threads, measured)."""
+    if cols.device.type != "cpu" or n_latents > 1 << 16:
+        return torch.argsort(cols, stable=True)
+    return torch.from_numpy(np.argsort(cols.numpy().astype(np.uint16), kind="stable"))
 
 
 def _scatter_rows(by_latent, coefs: list[torch.Tensor], inputs: list[torch.Tensor],

@@ -92,8 +92,10 @@ def topk_bf16(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
     low.refresh(W_enc, b_enc)
     out = low.pre[:B] if B <= low.pre.shape[0] else None
     pre16 = torch.addmm(low.b, xc.to(torch.bfloat16), low.w.T, out=out)
-    cand = top_m(pre16, m).sort(dim=1).values                                  # [B, m]
+    cand = top_m(pre16, m)                                    # [B, m], in no order
     crow = torch.arange(0, B * m + 1, m, device=xc.device)
     exact = _sampled_rows_dot(crow, cand.reshape(-1), xc, W_enc).view(B, m) + b_enc[cand]
-    keep = exact.topk(k, dim=1, sorted=False).indices.sort(dim=1).values      # ascending
-    return cand.gather(1, keep), exact.gather(1, keep)
+    best = exact.topk(k, dim=1, sorted=False)
+    # sort only the k winners (not the m candidates: 0.35 ms a step at 256 x 48, 2 threads)
+    idx, order = cand.gather(1, best.indices).sort(dim=1)                    # ascending
+    return idx, best.values.gather(1, order)

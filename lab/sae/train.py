@@ -93,7 +93,7 @@ def _step(sae: SparseAutoencoder, opt: torch.optim.Optimizer, xs: torch.Tensor,
         loss.backward()
         vals, cols = vals.detach(), None
     opt.step()
-    if not sae.tied:
+    if not sae.tied and cfg.unit_decoder:
         _normalize_rows(sae.W_dec)   # unit atoms: the L1 cannot shrink z by growing atoms
     tally.add(loss.item(), mse.item(), xs.shape[0], vals, cols)
     if sae.activation == "topk":
