@@ -86,6 +86,20 @@ Cells (`python bench/sae_bench.py`, same machine, 19:00 UTC; s/epoch, held-out n
   to 2x for untied: sparsify's first epoch (3.3-3.6 s vs 1.8 s) is its allocator warming up.
   Where untied's remaining time goes (1 thread): Adam 9.0 ms (as sparsify's: the same fused
   kernel on the same 9.4 M parameters), d W 4.8, decoder unit norm 2.1 (sparsify-bare has none).
+
+2026-12-04 13:24 UTC (same machine; + ours-untied-free, topk_bf16 sorts only the k winners,
+the by-latent order by a 16-bit radix sort; `--epochs 4`, all three data kinds), s/epoch:
+  cell               tied   untied  untied-free  sparsify-bare  sparsify-trainer
+  atoms    1 thread  0.865  1.259   1.154        1.967          (2.4-2.7)
+  atoms    2 threads 0.469  0.681   0.628        1.084          1.457
+  lowrank  1 thread  0.812  1.234   1.138        1.867          2.622
+  lowrank  2 threads 0.440  0.687   0.640        0.998          1.411
+  smollm2  1 thread  0.520  0.719   0.701        1.199          1.515
+  smollm2  2 threads 0.315  0.418   0.410        0.659          0.879
+  ours-untied-free holds the bar in 12 of 12 (cell, peer) pairs (1.56-1.73x sparsify-bare,
+  nMSE within 1.0%), ours-untied 11 (lowrank 2 threads 1.45x), ours-tied 8 (lowrank nMSE +11%).
+  Best x floor: ours-tied 1.39x (lowrank, 2 threads). Noise: in a run 4 h earlier sparsify ran
+  ~10% faster and untied-free read 1.45-1.46x at 2 threads on atoms and smollm2.
 """
 from __future__ import annotations
 
