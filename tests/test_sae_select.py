@@ -75,6 +75,22 @@ def test_training_with_the_bfloat16_ranking_follows_float32(monkeypatch):
         assert a["val_nmse"] == pytest.approx(b["val_nmse"], rel=1e-4)
 
 
+@pytest.mark.parametrize("amx,avx512_bf16,used", [(True, False, True), (False, True, True),
+                                                   (False, False, False)])
+def test_the_bfloat16_ranking_follows_the_cpus_bfloat16_units(monkeypatch, amx, avx512_bf16, used):
+    """On by default where the CPU multiplies bfloat16 natively (AMX or AVX512-BF16: an AMD
+    EPYC has only the latter), off where oneDNN would emulate it."""
+    from lab.sae import select
+    monkeypatch.delenv("LAB_SAE_BF16_SELECT", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    select._fast_bf16.cache_clear()
+    try:
+        assert fast_select("cpu", 32, 6144) == used
+    finally:
+        select._fast_bf16.cache_clear()
+
+
 def test_where_the_bfloat16_ranking_is_used(monkeypatch):
     monkeypatch.setenv("LAB_SAE_BF16_SELECT", "1")
     assert fast_select("cpu", 32, 6144)
