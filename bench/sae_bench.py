@@ -23,7 +23,7 @@ Trainers:
   ours-untied       the same with a separate, unit-norm decoder (as sparsify's trainer has)
   ours-untied-free  a separate decoder left free (unit_decoder=False: as sparsify's bare step)
   ours-*-fp32       (only with --only) the same with the float32 selection forced
-                    (LAB_SAE_BF16_SELECT=0: what a CPU without AMX runs)
+                    (LAB_SAE_BF16_SELECT=0: what a CPU without AMX or AVX512-BF16 runs)
   sparsify-bare     sparsify.SparseCoder's bare step: forward, fvu.backward(), fused Adam
   sparsify-trainer  its trainer's step: also the decoder's unit normalization before and the
                     projection of the gradient off the decoder rows after the backward
@@ -100,6 +100,32 @@ the by-latent order by a 16-bit radix sort; `--epochs 4`, all three data kinds),
   nMSE within 1.0%), ours-untied 11 (lowrank 2 threads 1.45x), ours-tied 8 (lowrank nMSE +11%).
   Best x floor: ours-tied 1.39x (lowrank, 2 threads). Noise: in a run 4 h earlier sparsify ran
   ~10% faster and untied-free read 1.45-1.46x at 2 threads on atoms and smollm2.
+
+2026-12-04 18:00 UTC, a 2-core AMD EPYC (AVX512-BF16, no AMX; 32 MB L3), `--epochs 4`, s/epoch:
+  cell               tied   untied  untied-free  sparsify-bare  sparsify-trainer  floor
+  float32 ranking (before lab.sae.select took AVX512-BF16 as a fast bfloat16 unit):
+  atoms    1 thread  1.599  1.869   1.791        2.099          2.338             0.989
+  atoms    2 threads 0.909  1.076   1.054        1.188          1.383             0.556
+  lowrank  1 thread  1.492  1.747   1.717        1.855          2.142             1.033
+  lowrank  2 threads 1.088  1.193   1.134        1.184          1.411             0.738
+  smollm2  1 thread  0.956  1.083   1.068        1.222          1.427             0.556
+  smollm2  2 threads 0.544  0.641   0.612        0.702          0.789             0.284
+  -> ours-untied-free 1.04-1.17x sparsify-bare, 0 of 12 pairs hold the bar.
+  bfloat16 ranking (the default there since; the matmul alone 4.6x faster, 256 x 768 x 6144):
+  atoms    1 thread  0.975  1.152   1.132        2.102          2.268             1.113
+  atoms    2 threads 0.581  0.705   0.673        1.202          1.305             0.625
+  lowrank  1 thread  0.901  1.077   1.116        1.983          2.781             0.996
+  lowrank  2 threads 0.536  0.690   0.713        1.227          1.395             0.620
+  smollm2  1 thread  0.684  0.746   0.770        1.293          1.446             0.594
+  smollm2  2 threads 0.437  0.536   0.531        0.792          0.952             0.307
+  -> ours-untied-free 1.49-1.86x sparsify-bare (nMSE within 1.0%), 1.79-2.49x sparsify-trainer:
+  11 of 12 pairs, the miss smollm2 2 threads at 1.49x (1.59x in a rerun of that cell); ours-tied
+  below the float32 floor in every 768-wide cell (0.87x at best). Where that cell's step goes
+  (profile, --d-in 576 --latents 4608, 2 threads, ms): untied-free 10.3 (bf16 matmul 2.0, top
+  1.5k 1.6, float32 re-rank 1.3, Adam 2.2, d W 1.0), sparsify-bare 18.1 (matmul + top-k 9.6,
+  backward 4.7, Adam 2.8); 40 minutes later, the same profile read 14.8 vs 24.2: a neighbour's
+  memory traffic slows the memory-bound phases (Adam, re-rank, d b_dec: +50-90%) more than the
+  matmuls (+15%), so ours' lead shrinks when the machine is busy.
 """
 from __future__ import annotations
 
