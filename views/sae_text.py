@@ -97,10 +97,9 @@ def _settings(text: str) -> SAETextConfig:
     with c3:
         mult = widgets.select_slider("Latents (x input width)", C, "sae.expansion",
                                      [1, 2, 4, 8, 16, 32], key="sae_mult")
-        tied = widgets.checkbox("Tied weights (decoder = encoder transposed)", C, "sae.tied",
-                                key="sae_tied")
-        unit = widgets.checkbox("Unit-norm decoder rows (untied)", C, "sae.unit_decoder",
-                                key="sae_unit_decoder", disabled=tied)
+        tied = widgets.checkbox("Tied weights", C, "sae.tied", key="sae_tied")
+        unit = widgets.checkbox("Unit-norm decoder", C, "sae.unit_decoder", key="sae_unit_decoder",
+                                disabled=tied)
     with c4:
         epochs = widgets.number("Epochs", C, "sae.epochs", key="sae_epochs", lo=1, hi=5000)
         lr = widgets.number("Learning rate (Adam)", C, "sae.lr", key="sae_lr", lo=1e-6, hi=1.0,
