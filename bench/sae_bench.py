@@ -126,6 +126,15 @@ the by-latent order by a 16-bit radix sort; `--epochs 4`, all three data kinds),
   backward 4.7, Adam 2.8); 40 minutes later, the same profile read 14.8 vs 24.2: a neighbour's
   memory traffic slows the memory-bound phases (Adam, re-rank, d b_dec: +50-90%) more than the
   matmuls (+15%), so ours' lead shrinks when the machine is busy.
+  Three more full runs there (the last with top_m's numpy passes), ours-untied-free /
+  sparsify-bare per cell (nMSE as above in all):
+  run                 atoms 1  atoms 2  lowrank 1  lowrank 2  smollm2 1  smollm2 2
+  18:54               1.67x    1.65x    1.90x      1.72x      1.72x      1.74x
+  19:00               1.76x    1.73x    1.89x      1.67x      1.62x      1.50x (1.496: a miss)
+  19:10 (numpy)       1.92x    1.71x    1.97x      1.71x      1.76x      1.54x
+  atoms and lowrank held in all four runs (1.65x at worst); smollm2 at 2 threads (576 wide,
+  the smallest step: most of it memory-bound) is the edge cell, 1.49-1.74x. Against
+  sparsify-trainer untied-free is 1.74x at worst; ours-tied is 1.67-2.29x sparsify-bare.
 """
 from __future__ import annotations
 
