@@ -15,8 +15,9 @@ values, hence the loss and every gradient, are float32 either way. Tests check t
 against float32 on trained and untrained codes.
 
 Off where bfloat16 is not fast (neither AMX nor AVX512-BF16: there oneDNN emulates it, slower
-than float32), on other devices, and when the candidates would be all the latents. `LAB_SAE_BF16_SELECT=0` / `=1` forces it off
-or on (tests and the bench use it to run both paths on one machine).
+than float32), on other devices, and when the candidates would be all the latents.
+`LAB_SAE_BF16_SELECT=0` / `=1` forces it off or on (tests and the bench use it to run both
+paths on one machine).
 """
 from __future__ import annotations
 
@@ -89,8 +90,8 @@ def top_m(pre: torch.Tensor, m: int) -> torch.Tensor:
 
 def _largest(a: torch.Tensor, m: int) -> torch.Tensor:
     """Indices [B, m] (any order) of each row's m largest entries of `a` [B, n]. On the CPU
-    numpy's introselect (argpartition) beats torch's topk ~2x at these sizes (n 384-4608,
-    m 12-48, measured); NaN counts as largest in both."""
+    numpy's introselect (argpartition) beats torch's topk ~2x at top_m's sizes (n 384-768,
+    m 48, one thread, measured); NaN counts as largest in both."""
     if a.device.type != "cpu" or m >= a.shape[1]:
         return a.topk(m, dim=1, sorted=False).indices
     x = a.detach().float().numpy()            # bfloat16 has no numpy type; float32 is exact
