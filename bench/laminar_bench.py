@@ -51,11 +51,11 @@ the bfloat16 ranking, lab.sae.select), same command, 16 minutes:
     ReLU + L1: lab 90.2 s, seed-style 283.6 s: 3.14x (forward 7.3x, SAE training 2.02x)
     Top-K 32:  lab 47.8 s, seed-style 281.5 s: 5.89x (forward 8.3x, SAE training 4.65x)
   Against the code before any of the SAE speed work (commit d9455e8's own bench with
-  `--layer-list 0,6,12,17,23,29 --skip-seed`, same machine, right after): ReLU density and nMSE equal to 4 digits in all six
-  layers; Top-K density 0.0069 (k / latents) in all, nMSE within 0.0002 (L23 0.1206 vs 0.1208),
-  inside the spread over seeds 0-2 (Top-K nMSE 0.0004-0.0009; ReLU nMSE 0.002-0.024, density
-  0.0001-0.0010). That code's Top-K SAEs took 55.8 s there against 31.4 s
-  here (1.78x; two runs, so +-15%).
+  `--layer-list 0,6,12,17,23,29 --skip-seed`, same machine, right after): ReLU density and
+  nMSE equal to 4 digits in all six layers; Top-K density 0.0069 (k / latents) in all, nMSE
+  within 0.0002 (L23 0.1206 vs 0.1208), inside the spread over seeds 0-2 (Top-K nMSE
+  0.0004-0.0009; ReLU nMSE 0.002-0.024, density 0.0001-0.0010). That code's Top-K SAEs took
+  55.8 s there against 31.4 s here (1.78x; two runs, so +-15%).
 
 What bounds ReLU + L1: a fresh ReLU code is ~50% dense, and a step can only skip work for
 latents that are off. Until L1 has pushed the density under SPARSE_CUTOFF (5%) every step is a

@@ -132,7 +132,7 @@ the by-latent order by a 16-bit radix sort; `--epochs 4`, all three data kinds),
   18:54               1.67x    1.65x    1.90x      1.72x      1.72x      1.74x
   19:00               1.76x    1.73x    1.89x      1.67x      1.62x      1.50x (1.496: a miss)
   19:10 (numpy)       1.92x    1.71x    1.97x      1.71x      1.76x      1.54x
-  19:40 (`--data smollm2 --epochs 6`, a calm spell)                1.82x      1.73x
+  19:25 (`--data smollm2 --epochs 6`, a calm spell)                1.82x      1.73x
   atoms and lowrank held in all four runs (1.65x at worst); smollm2 at 2 threads (576 wide,
   the smallest step: most of it memory-bound) is the edge cell, 1.49-1.74x. Against
   sparsify-trainer untied-free is 1.74x at worst; ours-tied is 1.67-2.29x sparsify-bare.
