@@ -231,6 +231,35 @@ def share_seed(cfg, *names: str) -> None:
             object.__setattr__(cfg, name, dataclasses.replace(nested, seed=cfg.seed))
 
 
+# ---------------------------------------------------------------- finite results
+
+def check_finite(values: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Before a run returns: a one-sentence ValueError when any of `values` (name -> number,
+    sequence, array, tensor or DataFrame) is NaN or infinite, naming the `settings` (name ->
+    value, e.g. {"lr": cfg.lr}) that can make a run blow up, so a page or the CLI says which
+    one to lower instead of showing NaN."""
+    for name, value in values.items():
+        bad = _first_bad(value)
+        if bad is not None:
+            knobs = " or ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                                for k, v in settings.items())
+            raise ValueError(f"the run's {name} came out {bad}: {knobs or 'the settings'} "
+                             f"made the numbers blow up; try a smaller value.")
+
+
+def _first_bad(value) -> str | None:
+    """"NaN" or "infinite" for the first non-finite number in `value`, else None."""
+    import numpy as np
+    if isinstance(value, pd.DataFrame):
+        value = value.select_dtypes("number").to_numpy(dtype=float)
+    elif hasattr(value, "detach"):   # a torch tensor
+        value = value.detach().float().cpu().numpy()
+    arr = np.asarray(value, dtype=float)
+    if np.isnan(arr).any():
+        return "NaN"
+    return "infinite" if np.isinf(arr).any() else None
+
+
 # ---------------------------------------------------------------- records
 
 def config_record(cfg) -> dict:
