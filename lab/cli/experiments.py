@@ -127,11 +127,35 @@ def config_from(cls, pairs: list[tuple[str, str]], args: argparse.Namespace, bas
         if hasattr(args, flag):
             value = getattr(args, flag)
             if field_of(cls, path).meta.get("file"):
-                value = value.read_text(encoding="utf-8")
-                if not value:   # "" means the bundled text: an empty file must not
-                    raise ValueError(f"{getattr(args, flag)} is empty: give a file with some text")
+                value = read_text_file(f"--{flag.replace('_', '-')}-file", value)
             given[path] = value
     return build(cls, given) if base is None else replace_paths(base, given)
+
+
+def read_text_file(flag: str, path: Path) -> str:
+    """A `--NAME-file` as text, or one sentence naming the file: the app's upload check
+    (lab.hidden.decode_upload: binary, not UTF-8) with the flag and the path in front."""
+    from lab.hidden import decode_upload
+    try:
+        data = path.expanduser().read_bytes()
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: {_why(e)}; give a UTF-8 text file.") from None
+    try:
+        text = decode_upload(data)
+    except ValueError as e:
+        raise ValueError(f"{flag} {path}: {e}") from None
+    if not text:   # "" means the bundled text: an empty file must not
+        raise ValueError(f"{flag} {path} is empty: give a file with some text.")
+    return text
+
+
+def _why(e: OSError) -> str:
+    """An OSError in words, without Python's "[Errno 2]" and the repeated path."""
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, IsADirectoryError):
+        return "a folder, not a file"
+    return (e.strerror or str(e)).lower()
 
 
 # ---------------------------------------------------------------- running

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 
 from lab.experiment import param, replace_paths, share_seed, validate
+from lab.hidden.config import check_plain
 from lab.models import LabModel, resolve_device
 from lab.sae import SAEConfig
 from lab.sae.devices import as_device
@@ -68,6 +69,7 @@ class LaminarConfig:
         share_seed(self, "sae")
         if self.url and self.text:
             raise ValueError("Give a Wikipedia url or a text, not both.")
+        check_plain(self.text)   # a binary file read as text: the refusal lens and feature give
         if self.tf32 and self.sae_device in ("cpu", "mps"):
             raise ValueError(f"tf32 is a CUDA setting; the SAEs train on {self.sae_device}.")
         if self.run_dir and self.resume and self.run_dir != self.resume:
