@@ -104,7 +104,7 @@ def run(lm: LabModel, cfg: LaminarConfig, on_progress: OnProgress | None = None)
     """The profile of `lm` under `cfg`; Progress in layers, its partial a LaminarResult of the
     layers finished so far (what a Stop keeps)."""
     ran, windows, corpus = _prepare(lm, cfg)
-    store = RunFolder.open(ran, lm.name, corpus)
+    store = RunFolder.open(ran, lm.name, corpus, lm.n_layers)
     resumed = tuple(r["layer"] for r in store.rows()) if store else ()
     t0 = time.perf_counter()
 
