@@ -12,7 +12,9 @@ many.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Callable, NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -50,9 +52,36 @@ def connect(value: str):
         if where == "local":   # a fresh Ray on this machine, without the dashboard's start-up
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:                  # ship this lab's code with the tasks: the nodes need its packages only
+            probe(where)
             import lab
             ray.init(address=where, log_to_driver=False, runtime_env={"py_modules": [lab]})
     return ray
+
+
+PROBE_SECONDS = 3.0
+
+
+def probe(where: str, timeout: float = PROBE_SECONDS) -> None:
+    """A plain TCP connect to HOST:PORT (or ray://HOST:PORT) before ray.init: left to itself,
+    Ray rewrites a loopback address to this machine's network address and retries there
+    forever. 'auto' (Ray finds its own cluster, or says so) is not probed."""
+    if where == "auto":
+        return
+    try:
+        parts = urlsplit(where if "://" in where else f"//{where}")
+        host, port = parts.hostname, parts.port
+    except ValueError:   # a port that is not a number
+        host = port = None
+    if not host or port is None:
+        raise ValueError(f"ray address {where!r} is not HOST:PORT or ray://HOST:PORT "
+                         f"(or local, auto, env).")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        why = (f"no answer within {timeout:g} s" if isinstance(e, TimeoutError)
+               else (e.strerror or str(e)).lower())
+        raise ValueError(f"no Ray cluster answers at {where} ({why}): "
+                         f"start one there (ray start --head) or give another address.") from None
 
 
 class Pool:

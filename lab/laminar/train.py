@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from lab.corpus import sample_windows
-from lab.experiment import OnProgress, report
+from lab.experiment import OnProgress, check_finite, report
 from lab.laminar.capture import capture_mlp_out
 from lab.laminar.config import LaminarConfig
 from lab.laminar.cost import format_duration, forward_flops, layer_flops
@@ -52,6 +52,7 @@ def sweep(lm: LabModel, token_ids: torch.Tensor, cfg: LaminarConfig,
     pool = _pool(cfg)   # a Ray cluster is joined (and checked) before the forward passes
 
     def finished(row: dict, sae: SparseAutoencoder | None) -> None:
+        _check_row(row, cfg)   # a blown-up layer ends the sweep before it reaches the folder
         if store is not None:
             store.add(row, sae if cfg.keep_saes else None)
         rows.append(row)
@@ -66,6 +67,13 @@ def sweep(lm: LabModel, token_ids: torch.Tensor, cfg: LaminarConfig,
     for j, layer in enumerate([] if pool else todo):
         finished(*fit_layer(lm, acts[j], layer, cfg, progress.on_epoch(len(rows), layer), device))
     return frame(sorted(rows, key=lambda r: r["layer"]))
+
+
+def _check_row(row: dict, cfg: LaminarConfig) -> None:
+    """One sentence when a layer's numbers went NaN or infinite (val_nmse is NaN by design
+    without a validation split, and follows nmse otherwise)."""
+    check_finite({f"layer {row['layer']} {c}": row[c] for c in ("mse", "nmse", "l0", "density")},
+                 {"lr": cfg.sae.lr, "l1": cfg.sae.l1})
 
 
 def _pool(cfg: LaminarConfig):

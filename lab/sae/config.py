@@ -9,10 +9,13 @@ from lab.experiment import param, validate
 
 @dataclass(frozen=True)
 class SAEConfig:
-    n_latents: int | None = param(None, "Dictionary size; empty: expansion x the input width.",
-                                  min=1)
+    # upper bounds where a value can only be a typo: a million latents on GPT-2-XL's 1600 is
+    # 6.4 GB of weights before Adam's two copies
+    n_latents: int | None = param(None, "Dictionary size; empty: expansion x the input width "
+                                        "(at most a million).", min=1, max=1_000_000)
     expansion: int = param(8, "Latents per input dimension when n_latents is not given (the "
-                              "seed uses 8x: about 6000 latents for GPT-2's 768).", min=1)
+                              "seed uses 8x: about 6000 latents for GPT-2's 768; at most 256).",
+                           min=1, max=256)
     k: int = param(32, "Active latents per token (Top-K only).", min=1)
     tied: bool = param(True, "Tied weights: the decoder is the encoder transposed (one "
                              "parameter, not a copy).")
@@ -26,7 +29,8 @@ class SAEConfig:
     l1: float = param(1e-3, "Weight of the L1 penalty on the code (relu only), in units of the "
                             "normalized input.", min=0)
     epochs: int = param(100, "Passes over the training rows.", min=1)
-    lr: float = param(1e-4, "Adam learning rate.", gt=0)
+    lr: float = param(1e-4, "Adam learning rate (at most 1: beyond it the weights blow up).",
+                      gt=0, max=1)
     batch_size: int = param(256, "Rows per optimizer step.", min=1)
     seed: int = param(0, "Seeds the initial weights, the train/validation split and the "
                          "shuffling.", min=0)
