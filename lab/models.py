@@ -157,6 +157,46 @@ def _check_name(name: str) -> None:
     if name not in MODEL_NAMES and not Path(name).is_dir():
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}, "
                          "or a directory saved with save_pretrained")
+    if name not in MODEL_NAMES:
+        check_folder(Path(name))
+
+
+_FOLDER = "a folder written by save_pretrained (config.json, the weights, the tokenizer files)"
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+            "pytorch_model.bin.index.json")
+_TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_folder(folder: Path) -> None:
+    """A model folder, checked before transformers reads it (whose words name neither the
+    folder nor what is missing): one sentence naming the folder and what it should hold."""
+    import json
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ValueError(f"model folder {folder} has no config.json: give {_FOLDER}, "
+                         f"or one of {', '.join(MODEL_NAMES)}.")
+    try:
+        data = json.loads(config.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ValueError(f"{config} is not a transformers config (a JSON object with a "
+                         f"model_type): give {_FOLDER}.")
+    for what, names in (("weights", _WEIGHTS), ("tokenizer files", _TOKENIZER)):
+        if not any((folder / n).is_file() for n in names):
+            raise ValueError(f"model folder {folder} has no {what} ({' or '.join(names)}): "
+                             f"give {_FOLDER}.")
+
+
+def _load_folder(name: str):
+    """A checked `save_pretrained` folder; what transformers still refuses, in one sentence."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        return (AutoModelForCausalLM.from_pretrained(name), AutoTokenizer.from_pretrained(name),
+                f"folder {name}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"model folder {name} does not load ({first}): give {_FOLDER}.") from None
 
 
 # ---------------------------------------------------------------- loaders
@@ -261,9 +301,7 @@ def load_model(name: str, device: str = "auto") -> LabModel:
     elif name == TINY:
         model, tok, source = _load_tiny()
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        model, tok, source = (AutoModelForCausalLM.from_pretrained(name),
-                              AutoTokenizer.from_pretrained(name), f"folder {name}")
+        model, tok, source = _load_folder(name)
     arch = arch_for(model)
     model.to(dev).eval().requires_grad_(False)
     return LabModel(name=name, model=model, tokenizer=tok, arch=arch, device=dev,
@@ -282,4 +320,6 @@ def download(name: str) -> str:
         return f"{HUB_MODELS[name]} in the Hugging Face cache"
     if name == SMOLLM2:
         return str(convert_smollm2())
-    return f"{name} needs no download"
+    if name == TINY:
+        return f"{TINY} is built in memory: it needs no download"
+    return f"{name} is a model folder here (checked): it loads as it is, nothing to download"
