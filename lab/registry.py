@@ -83,6 +83,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "lab.laminar", "LaminarConfig", "views/laminar.py",
                smoke={"n_windows": 2, "window_len": 16, "sae.epochs": 2, "sae.expansion": 2,
                       "sae.batch_size": 16}),
+    Experiment("steer", "Steering", ":material/edit_note:", "Watch the model continue a prompt, then push it with a vector (an SAE latent or a contrast of prompts) beside a random control.", "lab.steer", "SteerConfig", "views/steer.py", smoke={"max_new_tokens": 6, "sweep": (0.0,)}),
 )
 
 
