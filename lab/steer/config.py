@@ -22,7 +22,7 @@ _HOOK = re.compile(r"^(hook_embed|blocks\.\d+\.(hook_resid_post|hook_mlp_out|mlp
 class SteerConfig:
     """Continue a prompt unsteered, steered and with a random control, side by side."""
 
-    prompt: str = param("I hate you because", "The text the model continues.", file=True)
+    prompt: str = param("I hate you because", "The text the model continues.")
     hook: str = param("", "Where the vector is added, at every position: hook_embed, "
                           "blocks.L.hook_resid_post, blocks.L.hook_mlp_out or "
                           "blocks.L.mlp.hook_post; empty: the SAE's own hook, or for a contrast "
