@@ -64,17 +64,17 @@ def _hf_reference(ref, hook: str, index: int, ids: torch.Tensor):
 
 @pytest.mark.parametrize("kw, msg", [
     ({"method": "gcg"}, "method must be one of continuous, pez, discrete, epo"),
-    ({"lam": -1.0}, "lam must be at least 0"),
+    ({"lam": -1.0}, "lam must be between 0 and 100"),
     ({"lam": 0.5}, "lam is the fluency weight of pez and discrete"),
     ({"method": "epo", "lam": 0.5}, "lam is the fluency weight of pez and discrete"),
     ({"method": "discrete", "top_k": 0}, "top_k must be at least 1"),
     ({"method": "discrete", "candidates": 0}, "candidates must be between 1 and 1024"),
     ({"method": "discrete", "candidates": 5000}, "candidates must be between 1 and 1024"),
     ({"method": "epo", "epo_lams": (1.0,)}, "epo_lams must be two or more different"),
-    ({"method": "epo", "epo_lams": (0.0, -1.0)}, "epo_lams must be two or more different"),
+    ({"method": "epo", "epo_lams": (0.0, -1.0)}, "epo_lams must be finite fluency weights between 0 and 100"),
     ({"method": "epo", "epo_lams": (0.0, 1.0, 2.0), "candidates": 2}, "candidates must be at least 3"),
     ({"method": "discrete", "lam": 1.0, "n_tokens": 1}, "n_tokens must be at least 2"),
-    ({"corpus_top": -1}, "corpus_top must be at least 0"),
+    ({"corpus_top": -1}, "corpus_top must be between 0 and 100"),
 ])
 def test_bad_values_are_one_sentence(kw, msg):
     with pytest.raises(ValueError, match=msg) as e:

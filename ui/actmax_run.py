@@ -9,6 +9,7 @@ import streamlit as st
 
 from lab import hooks
 from lab.actmax import METHODS, hook_kind, hook_layer
+from lab.actmax.config import method_defaults
 from lab.experiment import build, field_of
 from ui import widgets
 from ui.common import first_line, seed
@@ -86,6 +87,31 @@ def _sae(lm, cls, root: str, prefix: str):
     return loaded
 
 
+def _shown(name: str, value):
+    return ", ".join(f"{v:g}" for v in value) if name == "epo_lams" else value
+
+
+def switch_defaults(prefix: str, method: str) -> None:
+    """When the method changes, put its defaults (lab.actmax.config.method_defaults: steps,
+    candidates, top_k, bf16_rank, fluency weights) into the widgets the student has not
+    moved: a value that differs from the one this function last put there is the student's
+    own and is kept."""
+    state = st.session_state
+    auto = state.setdefault(f"{prefix}_auto", {})
+    mark = f"{prefix}_auto_method"
+    if state.get(mark) == method:
+        return
+    first = mark not in state
+    for name, value in method_defaults(method).items():
+        key, shown = f"{prefix}_{name}", _shown(name, value)
+        if first and key in state:                 # the page's own start values: not moved
+            auto[name] = state[key]
+        if key not in state or state[key] == auto.get(name):
+            state[key] = shown
+            auto[name] = shown
+    state[mark] = method
+
+
 def _method(cls, root: str, prefix: str, methods: tuple[str, ...]) -> dict:
     """The method radio and the settings of the chosen method."""
     f = field_of(cls, root + "method")
@@ -93,6 +119,7 @@ def _method(cls, root: str, prefix: str, methods: tuple[str, ...]) -> dict:
         st.session_state[f"{prefix}_method"] = f.default
     method = st.radio("Method", list(methods), key=f"{prefix}_method", horizontal=True,
                       format_func=METHOD_LABELS.get, help=f.help)
+    switch_defaults(prefix, method)
     values, cols = {root + "method": method}, st.columns(3)
     if method in ("pez", "discrete"):
         with cols[0]:
@@ -109,12 +136,14 @@ def _method(cls, root: str, prefix: str, methods: tuple[str, ...]) -> dict:
                                                     root + "top_k", 1, 256, key=f"{prefix}_top_k")
         with st.columns(3)[0]:
             values[root + "bf16_rank"] = widgets.slider(
-                "Rank in bfloat16, re-score the best (0: off)", cls, root + "bf16_rank", 0, 32,
+                "Rank in bfloat16, re-score the best (0: off)", cls, root + "bf16_rank", 0,
+                min(32, st.session_state.get(f"{prefix}_candidates") or 32),
                 key=f"{prefix}_bf16_rank")
     if method == "epo":
         # (not ui.widgets.text: it joins a tuple of str only)
         lams = field_of(cls, root + "epo_lams")
-        st.session_state.setdefault(f"{prefix}_epo_lams", ", ".join(f"{v:g}" for v in lams.default))
+        st.session_state.setdefault(f"{prefix}_epo_lams",
+                                    _shown("epo_lams", method_defaults("epo")["epo_lams"]))
         with cols[0]:
             text = st.text_input("Fluency weights λ of the population", key=f"{prefix}_epo_lams",
                                  help=lams.help)
@@ -143,7 +172,7 @@ def settings(lm, cls, root: str, prefix: str, restarts: tuple[int, int], inputs:
                 key=f"{prefix}_restarts")
         with row2[0]:
             values[root + "steps"] = widgets.slider("Steps", cls, root + "steps", 10, 2000,
-                                                    key=f"{prefix}_steps", step=10)
+                                                    key=f"{prefix}_steps", step=5)
         with row2[1]:
             values[root + "lr"] = widgets.select_slider("Learning rate", cls, root + "lr",
                                                         LR_OPTIONS, key=f"{prefix}_lr", format_func=_g,

@@ -9,6 +9,7 @@ from lab.actmax.target import load_sae
 from lab.charts import actmax as charts
 from ui.actmax_run import bar_tables, result_header, settings
 from ui.common import current_model
+from ui.estimate import show as show_estimate
 from ui.jobs import job_result, run_live
 
 
@@ -164,7 +165,9 @@ def _gap(res) -> None:
         f"linear near 0 and logarithmic far from it, so the optimum and the real tokens both fit.")
 
 
-if st.button("Run", key="am_run", type="primary", icon=":material/play_arrow:"):
+run_col, time_col = st.columns([1, 5], vertical_alignment="center")
+show_estimate(lm, exp, cfg, time_col)
+if run_col.button("Run", key="am_run", type="primary", icon=":material/play_arrow:"):
     run_live(lm, exp, cfg, draw=_live)
 
 res = job_result(lm, exp)

@@ -8,6 +8,7 @@ from lab.actmax.repro import ReproConfig
 from lab.charts import actmax as charts
 from ui.actmax_run import result_header, settings
 from ui.common import current_model, seed
+from ui.estimate import show as show_estimate
 from ui.jobs import job_result, run_live
 
 
@@ -45,7 +46,9 @@ def _live(rec) -> None:
                     width="stretch")
 
 
-if st.button("Run", key="rp_run", type="primary", icon=":material/play_arrow:"):
+run_col, time_col = st.columns([1, 5], vertical_alignment="center")
+show_estimate(lm, exp, cfg, time_col)
+if run_col.button("Run", key="rp_run", type="primary", icon=":material/play_arrow:"):
     run_live(lm, exp, cfg, draw=_live)
 
 rep = job_result(lm, exp)

@@ -134,8 +134,9 @@ def search(lm: LabModel, cfg: ActMaxConfig, target: Target, lam: torch.Tensor, s
             for b in range(B)]
     allowed, rec = allowed_tokens(lm), Recorder(TOKEN_COLUMNS)
     best_ids, best = ids.clone(), torch.full((B,), -float("inf"))
+    unchanged, stop = 0, cfg.steps
     for step in range(cfg.steps + 1):
-        last = step == cfg.steps
+        last = step == stop
         if last:                                  # the final forward only measures
             cur = evaluate(lm, target, ids, cfg.fluent)
         else:
@@ -144,9 +145,14 @@ def search(lm: LabModel, cfg: ActMaxConfig, target: Target, lam: torch.Tensor, s
         obj = objective(cur, lam)
         better = obj > best                       # the answer: the best prompt visited
         best_ids[better], best = ids[better], torch.maximum(best, obj)
+        unchanged = 0 if bool(better.any()) else unchanged + 1
+        if cfg.patience and unchanged >= cfg.patience and not last:
+            stop, last = step, True               # early stop: this forward is the last
+            rec.stopped = (f"stopped early at step {step}: the best prompt did not change for "
+                           f"{cfg.patience} steps")
         rec.add(cur.target, cur.neighbours, -obj, None, ce=cur.ce, ids=best_ids.clone(),
                 frontier=select.frontier)
-        report(on_progress, step, cfg.steps, "step", rec.message(cfg), rec)
+        report(on_progress, cfg.steps if last else step, cfg.steps, "step", rec.message(cfg), rec)
         if last:
             break
         cands = swap_candidates(ids, grad, allowed, cfg.top_k, per_row, gens)   # [B, n, T]

@@ -87,6 +87,7 @@ class Recorder:
         self.frontier: torch.Tensor | None = None  # [F, T] epo: the non-dominated prompts so far
         self.started = time.perf_counter()
         self.seconds = 0.0
+        self.stopped = ""      # why a search ended before cfg.steps (discrete/epo's patience)
         self._lock = threading.Lock()
 
     def add(self, target: torch.Tensor, neighbours: torch.Tensor, loss: torch.Tensor,

@@ -235,7 +235,38 @@ def maximize(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = N
     corpus's bar. `start` [R, T, D] overrides the seeded starts of continuous and pez."""
     goal = target_of(lm, cfg)
     rec = search(lm, cfg, goal, on_progress, start)
-    return result_of(lm, cfg, rec, corpus_bar(lm, cfg, goal, on_progress, partial=rec))
+    check_finite(cfg, rec.history)
+    res = result_of(lm, cfg, rec, corpus_bar(lm, cfg, goal, on_progress, partial=rec))
+    check_finite(cfg, res.history, res.prompts, res.best_cosine)
+    return res
+
+
+def blame(cfg: ActMaxConfig) -> str:
+    """The settings that can make a run's numbers overflow, in words with their values."""
+    if cfg.method == "continuous":
+        return f"the learning rate lr ({cfg.lr:g}) or the L2 weight l2 ({cfg.l2:g})"
+    if cfg.method == "pez":
+        return f"the learning rate lr ({cfg.lr:g}) or the fluency weight lam ({cfg.lam:g})"
+    if cfg.method == "discrete":
+        return f"the fluency weight lam ({cfg.lam:g})"
+    return "the fluency weights epo_lams (" + ", ".join(f"{v:g}" for v in cfg.epo_lams) + ")"
+
+
+def check_finite(cfg: ActMaxConfig, history: pd.DataFrame, prompts: Prompts | None = None,
+                 best_cosine: float = 0.0) -> None:
+    """Raise ValueError (one sentence naming the setting) when a number of the run is nan or
+    infinite: a NaN result is never returned as if it were one."""
+    cols = [c for c in ("target", "loss", "ce") if c in history]
+    values = history[cols].to_numpy(dtype=float)
+    if cfg.method != "continuous" and "ce" in cols and not cfg.fluent:
+        values = history[[c for c in cols if c != "ce"]].to_numpy(dtype=float)   # ce: nan = not computed
+    bad = ~np.isfinite(values).all(1) if len(values) else np.zeros(0, bool)
+    if prompts is not None and not np.isfinite(prompts.activation).all():
+        bad = np.append(bad, True)
+    if bad.any() or not np.isfinite(best_cosine):
+        first = history.step.to_numpy()[bad.argmax()] if bad[:len(history)].any() else "the end"
+        raise ValueError(f"the run's numbers went non-finite (nan or infinity) at step {first}: "
+                         f"lower {blame(cfg)}")
 
 
 def run(lm: LabModel, cfg: ActMaxConfig, on_progress: OnProgress | None = None) -> ActMaxResult:

@@ -172,7 +172,12 @@ def evaluate_swaps(lm: LabModel, target: Target, ids: torch.Tensor, cands: torch
     position where it differs: what `evaluate(cands.flatten(0, 1))` gives (to float rounding),
     with tokens before that position not run again. Causal attention makes a prefix's
     activations independent of what follows, so one forward of the prompts keeps them (and
-    their keys and values); candidates whose swap is at position p run positions p.. only."""
+    their keys and values); candidates whose swap is at position p run positions p.. only.
+
+    With the cross-entropy (`fluent`), a candidate swapped at p also shares the prompt's
+    predictions: tokens 1..p-1 keep the prompt's terms, token p is read from the prompt's
+    distribution at p-1, and the LM head runs on positions p..T-2 only. The last position
+    predicts nothing: it runs up to the target's block, not through the whole body."""
     B, n, T = cands.shape
     if not fluent and hook_layer(target.hook) < 0:   # stops before block 0: no cache to reuse
         return evaluate(lm, target, cands.reshape(B * n, T), fluent, batch)
@@ -182,19 +187,61 @@ def evaluate_swaps(lm: LabModel, target: Target, ids: torch.Tensor, cands: torch
     differ = flat != ids.to(lm.device)[rows]
     start = torch.where(differ.any(1), differ.float().argmax(1), T - 1)   # no swap: rerun the last
     act = torch.empty(B * n, T, base["act"].shape[-1], device=lm.device)
-    last = torch.empty(B * n, T, base["last"].shape[-1], device=lm.device) if fluent else None
+    nll = torch.empty(B * n, max(T - 1, 1), device=lm.device) if fluent else None
     for p in start.unique().tolist():
         for chunk in (start == p).nonzero().squeeze(1).split(batch):
             r = rows[chunk]
             past = _past(cache, r, p) if p else None
-            with capture(lm, [target.hook], stop_early=not fluent) as got:
-                out = forward(lm, input_ids=flat[chunk, p:], past_key_values=past)
+            if fluent and p < T - 1:
+                got = _fluent_tail(lm, target.hook, flat[chunk], p, past)
+                act[chunk] = torch.cat([base["act"][r, :p], got["act"]], 1)
+                nll[chunk] = torch.cat([base["nll"][r, :max(p - 1, 0)],
+                                        _token_nll(base["logp"][r, p - 1], flat[chunk, p])[:, None]
+                                        if p else flat.new_empty(len(chunk), 0).float(),
+                                        got["nll"]], 1)
+                continue
+            with capture(lm, [target.hook], stop_early=True) as got:
+                forward(lm, input_ids=flat[chunk, p:], past_key_values=past)
             act[chunk] = torch.cat([base["act"][r, :p], got[target.hook]], 1)
-            if fluent:
-                last[chunk] = torch.cat([base["last"][r, :p], out.last_hidden_state], 1)
+            if fluent:                                  # p = T-1: only the last token changed
+                nll[chunk] = (torch.cat([base["nll"][r, :T - 2],
+                                         _token_nll(base["logp"][r, T - 2], flat[chunk, T - 1])[:, None]], 1)
+                              if T > 1 else 0.0)
     t, nb = target.read(act)
-    ce = cross_entropy(lm, last, flat) if fluent else torch.full_like(t, float("nan"))
+    ce = (nll.mean(1) if T > 1 else torch.zeros_like(t)) if fluent else torch.full_like(t, float("nan"))
     return Scores(t.float().cpu(), nb.float().cpu(), ce.float().cpu())
+
+
+def _token_nll(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """[N, V] log-probabilities, [N] tokens -> [N] -log p(token)."""
+    return -logp.gather(1, tokens[:, None]).squeeze(1)
+
+
+def _head_nll(lm: LabModel, last: torch.Tensor, next_ids: torch.Tensor,
+              keep_logp: bool = False):
+    """Final hidden states [N, P, D] and the tokens they predict [N, P] -> -log p [N, P] (and
+    the log-probabilities [N, P, V] when `keep_logp`), computed as `cross_entropy` does."""
+    N, P, D = last.shape
+    logits = lm.arch.unembed_of(lm.model)(last.reshape(N * P, D)).float()
+    logp = torch.log_softmax(logits, -1)
+    nll = _token_nll(logp, next_ids.reshape(-1)).view(N, P)
+    return (nll, logp.view(N, P, -1)) if keep_logp else nll
+
+
+def _fluent_tail(lm: LabModel, hook: str, ids: torch.Tensor, p: int, past) -> dict:
+    """Candidates [N, T] swapped at p < T-1 from the cache `past` of positions 0..p-1:
+    positions p..T-2 through the whole body (their next-token terms), then position T-1 up
+    to the target's block only. {"act": [N, T-p, width], "nll": [N, T-1-p]}."""
+    from transformers import DynamicCache
+    T = ids.shape[1]
+    past = DynamicCache(config=lm.model.config) if past is None else past
+    with capture(lm, [hook], stop_early=False) as got:
+        out = forward(lm, input_ids=ids[:, p:T - 1], past_key_values=past)
+    body = got[hook]
+    with capture(lm, [hook], stop_early=True) as tail:
+        forward(lm, input_ids=ids[:, T - 1:], past_key_values=past)
+    return {"act": torch.cat([body, tail[hook]], 1),
+            "nll": _head_nll(lm, out.last_hidden_state, ids[:, p + 1:])}
 
 
 def _prefix_forward(lm: LabModel, hook: str, ids: torch.Tensor, fluent: bool):
@@ -204,7 +251,11 @@ def _prefix_forward(lm: LabModel, hook: str, ids: torch.Tensor, fluent: bool):
     cache = DynamicCache(config=lm.model.config)
     with capture(lm, [hook], stop_early=not fluent) as got:
         out = forward(lm, input_ids=ids, past_key_values=cache)
-    return {"act": got[hook], "last": out.last_hidden_state if fluent else None}, cache
+    base = {"act": got[hook]}
+    if fluent and ids.shape[1] > 1:   # the prompts' own next-token terms and distributions
+        base["nll"], base["logp"] = _head_nll(lm, out.last_hidden_state[:, :-1], ids[:, 1:],
+                                              keep_logp=True)
+    return base, cache
 
 
 def _past(cache, rows: torch.Tensor, p: int):

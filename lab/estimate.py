@@ -1,0 +1,220 @@
+"""Time before Run for every experiment: a cost model of its config, priced with rates
+measured on this machine (the laminar page's approach, lab.laminar.cost, for all pages).
+
+    rates = measure(lm)                  forward GFLOP/s of this model here (a short batched
+                                         forward), measured once per model and device
+    est = estimate(lm, "actmax", cfg)    Estimate(seconds, parts, basis)
+
+The token methods of activation maximization (and pez) are priced by their own measured step:
+`step_seconds` times two short runs of the same config (1 and 3 steps) and takes the
+difference, so the per-step cost includes every overhead the model leaves out (Python, the
+KV-cache bookkeeping, bfloat16 ranking); it is cached per config (steps and seed aside).
+Everything else is FLOPs / the measured forward rate (plus, for an SAE, training FLOPs at a
+measured SAE rate), as lab.laminar.cost does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from lab.models import LabModel
+
+_LOCK = threading.Lock()
+_RATES: dict[tuple, float] = {}
+_STEPS: dict[tuple, tuple[float, float]] = {}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds a run will take here, and what they are made of."""
+
+    seconds: float
+    parts: dict            # part -> seconds, e.g. {"steps": 12.1, "corpus bar": 3.0}
+    basis: str             # in words: how the numbers were obtained
+
+    def describe(self) -> str:
+        from lab.experiment import format_duration
+        parts = ", ".join(f"{k} {format_duration(v)}" for k, v in self.parts.items() if v >= 0.05)
+        return f"about {format_duration(self.seconds)}" + (f" ({parts})" if parts else "")
+
+
+# ---------------------------------------------------------------- rates
+
+def block_flops(lm: LabModel) -> float:
+    """FLOPs of one token through one block (2 per weight; attention over a few keys aside)."""
+    body = lm.n_params - lm.W_E.numel()
+    head = 0 if lm.model.config.tie_word_embeddings else lm.W_E.numel()
+    return 2.0 * max(body - head, 1) / lm.n_layers
+
+
+def head_flops(lm: LabModel) -> float:
+    """FLOPs of the LM head for one position."""
+    return 2.0 * lm.W_E.numel()
+
+
+def forward_rate(lm: LabModel, batch: int = 64, tokens: int = 8) -> float:
+    """GFLOP/s of a batched no-grad forward through the whole body (measured once per model
+    and device; the second of two timings, the first warms up)."""
+    key = (id(lm.model), lm.name, str(lm.device), batch, tokens, torch.get_num_threads())
+    with _LOCK:
+        if key in _RATES:
+            return _RATES[key]
+    ids = torch.randint(0, lm.vocab_size, (batch, tokens), generator=torch.Generator().manual_seed(0))
+    base = getattr(lm.model, lm.model.base_model_prefix, lm.model)
+    seconds = []
+    with torch.no_grad():
+        for _ in range(2):
+            t0 = time.perf_counter()
+            base(input_ids=ids.to(lm.device))
+            seconds.append(time.perf_counter() - t0)
+    rate = batch * tokens * lm.n_layers * block_flops(lm) / max(seconds[-1], 1e-6) / 1e9
+    with _LOCK:
+        _RATES[key] = rate
+    return rate
+
+
+def forward_seconds(lm: LabModel, tokens: float, blocks: float | None = None,
+                    head_positions: float = 0.0) -> float:
+    """Seconds of no-grad forwards over `tokens` tokens through `blocks` blocks (all by
+    default) and the LM head on `head_positions` positions, at the measured rate."""
+    blocks = lm.n_layers if blocks is None else blocks
+    flops = tokens * blocks * block_flops(lm) + head_positions * head_flops(lm)
+    return flops / 1e9 / forward_rate(lm)
+
+
+# ---------------------------------------------------------------- activation maximization
+
+def step_seconds(lm: LabModel, cfg) -> tuple[float, float]:
+    """(seconds per step, fixed seconds) of an ActMaxConfig's optimization here, from two
+    short runs of the same config (1 and 3 steps, no corpus bar). Cached per config."""
+    from lab.actmax.result import search
+    from lab.actmax.target import target_of
+    probe = dataclasses.replace(cfg, steps=1, corpus_top=0, seed=0, patience=0)
+    key = (id(lm.model), lm.name, str(lm.device), probe, torch.get_num_threads())
+    with _LOCK:
+        if key in _STEPS:
+            return _STEPS[key]
+    goal = target_of(lm, probe)
+    times = []
+    for steps in (1, 1, 3):                     # the first run warms up (allocators, tokens)
+        t0 = time.perf_counter()
+        search(lm, dataclasses.replace(probe, steps=steps), goal)
+        times.append(time.perf_counter() - t0)
+    per = max((times[2] - times[1]) / 2, 1e-4)
+    out = (per, max(times[1] - per, 0.0))
+    with _LOCK:
+        _STEPS[key] = out
+    return out
+
+
+def bar_seconds(lm: LabModel, cfg) -> float:
+    """The corpus bar: every distinct n_tokens window up to the target's block, the corpus's
+    64-token windows (lab.scan) up to it, the best windows measured in full. 0 when cached."""
+    from lab.actmax.bar import cached_bar
+    from lab.actmax.config import hook_layer
+    from lab.scan import scan_corpus
+    if cfg.corpus_top == 0 or cached_bar(lm, cfg) is not None:
+        return 0.0
+    corpus = scan_corpus(lm)
+    blocks = hook_layer(cfg.hook) + 1 or 0.5
+    windows = corpus.n_tokens                    # about one distinct window per token
+    return (forward_seconds(lm, windows * cfg.n_tokens, blocks)
+            + forward_seconds(lm, corpus.n_tokens, blocks))
+
+
+def actmax_estimate(lm: LabModel, cfg) -> Estimate:
+    """An ActMaxConfig's run: its steps at the measured step cost, the corpus bar, and the
+    measuring of the answer (decode, gap meter: a few full forwards)."""
+    per, fixed = step_seconds(lm, cfg)
+    parts = {"steps": cfg.steps * per + fixed, "corpus bar": bar_seconds(lm, cfg)}
+    rows = cfg.restarts * (len(cfg.epo_lams) if cfg.method == "epo" else 1)
+    parts["measuring"] = forward_seconds(lm, (rows + 64) * cfg.n_tokens, None,
+                                         (rows + 64) * cfg.n_tokens)
+    return Estimate(sum(parts.values()), parts,
+                    f"{cfg.steps} steps x {per * 1000:.0f} ms (measured here on 3 steps of this "
+                    f"config), the bar at {forward_rate(lm):.0f} GFLOP/s")
+
+
+def repro_estimate(lm: LabModel, cfg) -> Estimate:
+    """A ReproConfig: its activation-maximization run (the statistics cost ~nothing)."""
+    return actmax_estimate(lm, cfg.actmax)
+
+
+# ---------------------------------------------------------------- the other experiments
+
+def _text_tokens(lm: LabModel, text: str, default_text, cap: int | None) -> int:
+    n = len(lm.tokenizer(text or default_text(), add_special_tokens=False)["input_ids"])
+    return min(n, cap) if cap else n
+
+
+def text_estimate(lm: LabModel, cfg, default_text, cap: int | None) -> Estimate:
+    """One forward of a page's text through the whole model (hidden states, lens)."""
+    n = _text_tokens(lm, cfg.text, default_text, cap)
+    s = forward_seconds(lm, n, None, n)
+    return Estimate(s, {"forward": s}, f"{n} tokens at {forward_rate(lm):.0f} GFLOP/s")
+
+
+def sae_text_estimate(lm: LabModel, cfg) -> Estimate:
+    """SAE on a text: one forward of the text, then the SAE's training FLOPs
+    (lab.laminar.cost.sae_flops) at the laminar page's measured SAE rate."""
+    from lab.laminar.config import LaminarConfig
+    from lab.laminar.cost import measure_rates, sae_flops
+    from lab.sae_text import default_text
+    n = _text_tokens(lm, cfg.text, default_text, None)
+    _, s_rate = _sae_rate(lm, cfg.sae, LaminarConfig, measure_rates)
+    latents = cfg.sae.latents_for(lm.d_model)
+    train = sae_flops(n, lm.d_model, latents, cfg.sae.epochs, cfg.sae.val_fraction) / 1e9 / s_rate
+    parts = {"forward": forward_seconds(lm, n), "SAE training": train}
+    return Estimate(sum(parts.values()), parts, f"{n} tokens; SAE at {s_rate:.0f} GFLOP/s")
+
+
+def _sae_rate(lm, sae, LaminarConfig, measure_rates):
+    key = (id(lm.model), "sae", sae, torch.get_num_threads())
+    with _LOCK:
+        if key in _RATES:
+            return _RATES[key]
+    rates = measure_rates(lm, LaminarConfig(sae=sae))
+    with _LOCK:
+        _RATES[key] = rates
+    return rates
+
+
+def laminar_estimate(lm: LabModel, cfg) -> Estimate:
+    """The laminar page's own model (lab.laminar.cost)."""
+    from lab.laminar.cost import estimate as laminar
+    e = laminar(lm, cfg)
+    parts = {"forward passes": e.capture_seconds, "SAEs": e.n_layers * e.layer_seconds}
+    return Estimate(e.total_seconds, parts, f"lab.laminar.cost: {e.n_layers} layers")
+
+
+def feature_estimate(lm: LabModel, cfg) -> Estimate:
+    """One latent's evidence: the corpus scan (every source's tokens through the model), the
+    causal text's clean and edited forwards for the latent and its controls."""
+    from lab.scan import scan_corpus
+    corpus = scan_corpus(lm)
+    causal = min(cfg.max_tokens, 512) * (2 + cfg.n_control)
+    parts = {"corpus scan": forward_seconds(lm, corpus.n_tokens),
+             "causal check": forward_seconds(lm, causal, None, causal)}
+    return Estimate(sum(parts.values()), parts, f"{corpus.n_tokens:,} corpus tokens")
+
+
+def estimate(lm: LabModel, experiment: str, cfg) -> Estimate:
+    """Time before Run of registry experiment `experiment` with config `cfg`, on this machine."""
+    if experiment == "actmax":
+        return actmax_estimate(lm, cfg)
+    if experiment == "repro":
+        return repro_estimate(lm, cfg)
+    if experiment == "laminar":
+        return laminar_estimate(lm, cfg)
+    if experiment in ("sae", "sae_text"):
+        return sae_text_estimate(lm, cfg)
+    if experiment == "feature":
+        return feature_estimate(lm, cfg)
+    if experiment in ("hidden", "hidden_states", "lens"):
+        from lab.hidden import default_text
+        return text_estimate(lm, cfg, default_text, min(cfg.max_tokens or lm.n_ctx, lm.n_ctx))
+    raise ValueError(f"no cost model for experiment {experiment!r}")
