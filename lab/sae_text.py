@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lab.corpus.sources import text_hash
 from lab.experiment import config_record, param, record, report, share_seed, validate, versions
 from lab.paths import read_text
 from lab.sae import (SAEConfig, SAETrainer, SparseAutoencoder, TextActivations, class_counts,
@@ -206,10 +207,13 @@ class SAETextResult:
     # --- the contract ---
     def metadata(self) -> dict:
         """What travels with the saved SAE (its config.json)."""
+        name = DEFAULT_TEXT if not self.config.text else "the SAE page's text"
         return {"model": self.model, "layer": self.layer, "hook": self.acts.hook,
                 "seed": self.config.seed, "config": config_record(self.config),
                 "epochs_done": self.epochs_done, "status": "done" if self.finished else "stopped",
                 "n_tokens": self.acts.n_tokens, "dropped_first_token": self.acts.dropped_first,
+                "prepend_bos": False, "training_data": [{"name": name, "sha256": text_hash(self.text),
+                                                         "tokens": self.acts.n_tokens}],
                 "versions": versions()}
 
     def to_record(self) -> dict:

@@ -56,6 +56,11 @@ def corpus_texts(extra: dict[str, str] | None = None) -> dict[str, str]:
         except (OSError, ValueError, KeyError, TypeError):
             continue          # a damaged cache file costs one text, not the scan
     texts.update(extra or {})
+    return _dedupe(texts)
+
+
+def _dedupe(texts: dict[str, str]) -> dict[str, str]:
+    """Identical texts (after stripping) kept once, under their first name; empty ones dropped."""
     seen, out = set(), {}
     for name, text in texts.items():
         digest = hashlib.sha256(text.strip().encode()).hexdigest()
@@ -65,11 +70,13 @@ def corpus_texts(extra: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-def scan_corpus(lm, extra: dict[str, str] | None = None, window_len: int = WINDOW_LEN) -> Corpus:
+def scan_corpus(lm, extra: dict[str, str] | None = None, window_len: int = WINDOW_LEN,
+                texts: dict[str, str] | None = None) -> Corpus:
     """The corpus as consecutive, non-overlapping windows of every text (a text's last partial
-    window is dropped; a text shorter than one window is skipped)."""
+    window is dropped; a text shorter than one window is skipped). `texts` names exactly the
+    texts to use (deduplicated); without it, `corpus_texts(extra)`."""
     rows, source = [], []
-    texts = corpus_texts(extra)
+    texts = corpus_texts(extra) if texts is None else _dedupe(texts)
     for name, text in texts.items():
         ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
         for start in range(0, len(ids) - window_len + 1, window_len):
@@ -83,13 +90,20 @@ def scan_corpus(lm, extra: dict[str, str] | None = None, window_len: int = WINDO
 
 @torch.no_grad()
 def scan(lm, corpus: Corpus, hook: str, read: Callable[[torch.Tensor], torch.Tensor],
-         batch: int = BATCH, on_progress: OnProgress | None = None) -> torch.Tensor:
-    """`read` of `hook` on every window: [n_windows, window_len, units] float32 on the CPU."""
+         batch: int = BATCH, on_progress: OnProgress | None = None,
+         bos: int | None = None) -> torch.Tensor:
+    """`read` of `hook` on every window: [n_windows, window_len, units] float32 on the CPU.
+    With `bos`, each window runs behind that token (an SAE trained with a BOS first), and
+    `read` sees the window's own positions only."""
     out = []
     n = corpus.ids.shape[0]
     for i in range(0, n, batch):
-        ids = corpus.ids[i:i + batch].to(lm.device)
-        h = run_with_hooks(lm, [hook], input_ids=ids, stop_early=True, detach=True)[hook]
+        ids = corpus.ids[i:i + batch]
+        if bos is not None:
+            ids = torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids], dim=1)
+        h = run_with_hooks(lm, [hook], input_ids=ids.to(lm.device), stop_early=True, detach=True)[hook]
+        if bos is not None:
+            h = h[:, 1:]
         out.append(read(h).float().cpu())
         done = min(i + batch, n)
         report(on_progress, done, n, "window", f"Scanning the corpus: {done}/{n} windows")

@@ -270,6 +270,7 @@ def _feature_link(res: SAETextResult, rows: list[int]) -> None:
     st.session_state["sae_rows_opened"] = rows     # a selection kept on return opens nothing
     if fresh or clicked:
         st.session_state["feature_sae"] = keep_sae(res.sae, res.metadata())
+        st.session_state["feature_sae_kind"] = "folder"
         st.session_state["feature_latent"] = int(top[rows[0]] if fresh else latent)
         st.switch_page(registry.get("feature").view)
 

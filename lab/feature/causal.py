@@ -2,16 +2,21 @@
 next-token distributions with the unedited ones; the same for control latents.
 
     kl[pos]      KL(unedited || edited) of the next-token distribution, nats
-    d_target     change in the probability of the target words' first tokens, mean over
-                 positions (what a geography latent should move)
+    d_target     change in the probability of the tokens that begin the target words, mean
+                 over all positions
+    d_target_at  the same, at the positions whose next token begins a target word (where a
+                 geography latent should matter)
     d_nll        change in the text's own next-token loss, nats per token
-    edit_size    |x' - x| / |x| at the hook, mean over positions: how big the edit was
+    edit_size    |r' - r| / |r| of the residual stream r after the SAE's block, mean over the
+                 positions edited: how big the edit was where it joins the stream
 
-Controls: latents whose density on this text is closest to the target's (as many positions
-edited), `n_control` of them drawn at random from the 4 n_control nearest (at least 20).
+Controls (`match_controls`): the latents closest to the target in corpus density and in mean
+activation when firing (both as log ratios), so a control fires as often and as strongly as
+the target on the same held-out text. `ranks` places the target among them.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,39 +39,64 @@ class TextRun:
     acts: torch.Tensor           # [pos, d_in] the hook's activation
     z: torch.Tensor              # [pos, n_latents] the SAE's code
     n_text_tokens: int           # before the cut to max_tokens
+    resid: torch.Tensor          # [pos, d_model] the residual stream after the SAE's block
 
 
-def target_token_ids(tokenizer, words) -> list[int]:
-    """First token of each word, with and without a leading space (how it starts a word)."""
-    ids = set()
+def word_starts(text: str, spans, words) -> np.ndarray:
+    """[tokens] bool: the token that begins each occurrence of a word (case-insensitive,
+    whole words), the first token overlapping it."""
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    ends = np.array([e for _, e in spans], dtype=np.int64)
+    mask = np.zeros(len(spans), dtype=bool)
     for word in words:
-        for form in (word, " " + word):
-            enc = tokenizer(form, add_special_tokens=False)["input_ids"]
-            if enc:
-                ids.add(int(enc[0]))
-    return sorted(ids)
+        for m in re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", text, flags=re.IGNORECASE):
+            on = np.flatnonzero((starts < m.end()) & (ends > m.start()))
+            if len(on):
+                mask[on[0]] = True
+    return mask
 
 
-def density(z: torch.Tensor, start: int) -> torch.Tensor:
-    """[n_latents] fraction of positions start.. where each latent is > 0."""
-    return (z[start:] > 0).float().mean(0)
+def target_token_ids(tokenizer, words, occurring: list[int] = ()) -> list[int]:
+    """The tokens that begin the target words in running text: each word's first token after
+    a space, and `occurring` (the tokens that begin an occurrence in the texts read). A
+    single letter is left out unless a target word is one: it begins too many other words."""
+    ids = set(int(i) for i in occurring)
+    for word in words:
+        enc = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        if enc:
+            ids.add(int(enc[0]))
+    letters = {w.lower() for w in words if len(w) == 1}
+    def keep(i: int) -> bool:
+        t = tokenizer.decode([i]).strip()
+        return bool(t) and (len(t) > 1 or t.lower() in letters)
+    return sorted(i for i in ids if keep(i))
 
 
-def pick_controls(z: torch.Tensor, latent: int, n: int, seed: int, start: int) -> list[int]:
-    """`n` latents of density on the text closest to `latent`'s, drawn at random."""
+def match_controls(density: torch.Tensor, mean_active: torch.Tensor, latent: int, n: int,
+                   seed: int) -> list[int]:
+    """The `n` latents closest to `latent` in corpus density and mean firing activation:
+    smallest max(|log d/d_t|, |log m/m_t|), among latents that fire; ties broken by `seed`."""
     if n == 0:
         return []
-    d = density(z, start)
-    gap = (d - d[latent]).abs()
+    fires = density > 0
+    if not bool(fires[latent]):
+        raise ValueError(f"latent {latent} never fires on the held-out corpus, so no control "
+                         "can be matched to it: pick another latent or add corpus text")
+    log_d = (density.clamp_min(1e-12) / density[latent]).log().abs()
+    log_m = (mean_active.clamp_min(1e-12) / mean_active[latent]).log().abs()
+    gap = torch.maximum(log_d, log_m)
+    gap[~fires] = float("inf")
     gap[latent] = float("inf")
-    pool = torch.argsort(gap, stable=True)[:min(max(4 * n, 20), len(d) - 1)]
     gen = torch.Generator().manual_seed(seed)
-    picked = pool[torch.randperm(len(pool), generator=gen)[:n]]
-    return sorted(int(i) for i in picked)
+    jitter = torch.rand(len(gap), generator=gen) * 1e-9        # seeded tie-break
+    order = torch.argsort(gap + jitter)
+    return sorted(int(i) for i in order[:n] if torch.isfinite(gap[i]))
 
 
-def effect(base: TextRun, logits: torch.Tensor, target_ids: list[int], start: int) -> dict:
-    """What one edited forward changed: per-position KL and the summary numbers."""
+def effect(base: TextRun, logits: torch.Tensor, target_ids: list[int], start: int,
+           at: np.ndarray | None = None) -> dict:
+    """What one edited forward changed: per-position KL and the summary numbers. `at`
+    [pos] marks the positions whose next token begins a target word."""
     logp = torch.log_softmax(logits, -1)
     p0 = base.logp.exp()
     kl = (p0 * (base.logp - logp)).sum(-1).clamp_min(0)                 # [pos]
@@ -76,21 +106,87 @@ def effect(base: TextRun, logits: torch.Tensor, target_ids: list[int], start: in
     nll0 = -base.logp[:-1].gather(1, nxt[:, None])[:, 0]
     nll1 = -logp[:-1].gather(1, nxt[:, None])[:, 0]
     s = slice(start, None)
+    where = torch.as_tensor(at if at is not None else np.zeros(len(kl), bool))
+    where[:start] = False
+    dm = (mass1 - mass0).cpu()
+    if not target_ids:          # no token begins a target word here: nothing to follow
+        where[:] = False
+    none = not target_ids
     return {"kl": kl.cpu(), "mean_kl": float(kl[s].mean()), "max_kl": float(kl[s].max()),
-            "max_kl_position": int(kl.argmax()), "target_p": float(mass0[s].mean()),
-            "d_target": float((mass1 - mass0)[s].mean()),
+            "max_kl_position": int(kl.argmax()),
+            "target_p": None if none else float(mass0[s].mean()),
+            "d_target": None if none else float(dm[s].mean()), "target_positions": int(where.sum()),
+            "target_p_at": float(mass0.cpu()[where].mean()) if where.any() else None,
+            "d_target_at": float(dm[where].mean()) if where.any() else None,
             "d_nll": float((nll1 - nll0)[start:].mean()) if len(nll0) > start else 0.0,
             "dp": (p1 - p0)[s].mean(0).cpu(), "p0": p0[s].mean(0).cpu(), "p1": p1[s].mean(0).cpu()}
 
 
-@torch.no_grad()
-def edit_size(sae, base: TextRun, edit: Edit, start: int) -> float:
-    """|x' - x| / |x| at the hook, mean over the edited positions (the hook's input is the
-    same in the edited forward: nothing before it changed)."""
-    x = base.acts[start:]
-    dz = edit.code_change(base.z[start:, edit.latent:edit.latent + 1])
-    delta = sae.out_delta(dz * sae.W_dec[edit.latent].to(x.device), x)
-    return float((delta.norm(dim=-1) / x.norm(dim=-1).clamp_min(1e-12)).mean())
+def edited_positions(z: torch.Tensor, edit: Edit, start: int) -> torch.Tensor:
+    """[pos] bool: where the edit changes the code (ablate: where the latent fires)."""
+    on = z[:, edit.latent] > 0 if edit.kind == "ablate" else torch.ones(z.shape[0], dtype=torch.bool)
+    on = on.cpu().clone()
+    on[:start] = False
+    return on
+
+
+def edit_size(resid: torch.Tensor, resid_edited: torch.Tensor, where: torch.Tensor) -> float:
+    """|r' - r| / |r| of the residual stream after the SAE's block, mean over `where`."""
+    if not bool(where.any()):
+        return 0.0
+    r, r1 = resid.cpu()[where], resid_edited.cpu()[where]
+    return float(((r1 - r).norm(dim=-1) / r.norm(dim=-1).clamp_min(1e-12)).mean())
+
+
+# ---------------------------------------------------------------- the target among controls
+
+STRONG = 0.95     # beating this share of the controls counts as stronger than controls
+
+def toward(row: dict, mode: str) -> float | None:
+    """The target-word effect in the direction the edit should push: ablating a latent for
+    the words should lower their probability, steering it should raise it."""
+    d = row.get("d_target_at")
+    if d is None:
+        d = row.get("d_target")
+    return None if d is None else (-d if mode == "ablate" else d)
+
+
+def ranks(effects: pd.DataFrame, mode: str) -> dict:
+    """Where the target falls among the controls, per measure: how many it beats, of how
+    many, its rank (1 = strongest of all) and percentile among the controls."""
+    t = effects[effects["role"] == "target"]
+    c = effects[effects["role"] == "control"]
+    if not len(t) or not len(c):
+        return {}
+    measures = {"mean_kl": lambda r: r["mean_kl"], "target_effect": lambda r: toward(r, mode),
+                "edit_size": lambda r: r["edit_size"]}
+    out = {}
+    for name, value in measures.items():
+        tv = value(t.iloc[0].to_dict())
+        cv = [value(r) for r in c.to_dict(orient="records")]
+        if tv is None or any(v is None for v in cv):
+            continue
+        beaten = sum(v < tv for v in cv)
+        out[name] = {"target": float(tv), "beats": int(beaten), "of": len(cv),
+                     "rank": len(cv) - beaten + 1, "percentile": 100.0 * beaten / len(cv)}
+    return out
+
+
+def verdict(r: dict, n_control: int) -> str:
+    """One sentence a class can compare: is the target's effect stronger than its controls'?"""
+    if not r:
+        return "No control latents were edited, so there is nothing to compare the effect with."
+    spec, kl = r.get("target_effect"), r.get("mean_kl")
+    if spec and spec["beats"] >= STRONG * spec["of"]:
+        return (f"Stronger than {spec['beats']} of {spec['of']} controls on the target words "
+                f"(and than {kl['beats']} of {kl['of']} on the whole distribution): a specific effect.")
+    if kl and kl["beats"] >= STRONG * kl["of"]:
+        words = f"{spec['beats']} of {spec['of']}" if spec else "an unknown share"
+        return (f"Stronger than {kl['beats']} of {kl['of']} controls on the whole distribution, "
+                f"but on the target words than only {words}: a large effect, not a specific one.")
+    return (f"Indistinguishable from controls: on the target words it beats "
+            f"{spec['beats'] if spec else '?'} of {n_control}, on the whole distribution "
+            f"{kl['beats'] if kl else '?'} of {n_control}.")
 
 
 def moved_tokens(tokenizer, e: dict, n: int = MOVED) -> pd.DataFrame:
@@ -104,13 +200,17 @@ def moved_tokens(tokenizer, e: dict, n: int = MOVED) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_row(latent: int, role: str, e: dict, size: float, z: torch.Tensor, start: int) -> dict:
+def summary_row(latent: int, role: str, e: dict, size: float, z: torch.Tensor, start: int,
+                corpus: dict) -> dict:
+    """One edited latent's numbers; `corpus` its held-out density and mean firing activation."""
     fires = int((z[start:, latent] > 0).sum())
-    return {"latent": latent, "role": role, "fires_on": fires,
+    return {"latent": latent, "role": role, "corpus_density": corpus["density"],
+            "corpus_mean_active": corpus["mean_active"], "fires_on": fires,
             "text_density": fires / max(z.shape[0] - start, 1), "mean_kl": e["mean_kl"],
             "max_kl": e["max_kl"], "max_kl_position": e["max_kl_position"],
-            "target_p": e["target_p"], "d_target": e["d_target"], "d_nll": e["d_nll"],
-            "edit_size": size}
+            "target_p": e["target_p"], "d_target": e["d_target"],
+            "target_p_at": e["target_p_at"], "d_target_at": e["d_target_at"],
+            "d_nll": e["d_nll"], "edit_size": size}
 
 
 def kl_rows(latent: int, role: str, e: dict, tokens, z: torch.Tensor) -> pd.DataFrame:

@@ -1,33 +1,58 @@
-"""run(lm, cfg, on_progress) -> FeatureResult, in three stages:
+"""run(lm, cfg, on_progress) -> FeatureResult, in four stages:
 
-    1. the SAE (loaded, checked against the model) and the causal text's unedited forward;
-       the latent (given, or picked for the target words) and its density-matched controls
-    2. the causal check: the SAE's reconstruction alone, then the edit of the latent and of
-       each control, one forward each
-    3. the corpus scan (batched forwards stopping after the SAE's block)
+    1. the SAE (loaded, checked against the model); the corpus: the config's sources minus
+       what the SAE was trained on (lab.corpus.sources.held_out); the selection text (the
+       SAE's training text when known) and the causal text (held-out by default); the latent,
+       given or picked on the selection text
+    2. the held-out corpus scan (batched forwards stopping after the SAE's block): the
+       latent's values per window and every latent's density and mean firing activation
+    3. controls matched to the target on those two numbers; the causal check: the SAE's
+       reconstruction alone, then the edit of the latent and of each control, one forward each
+    4. with include_training, the left-out training text scanned for a separate table
 
 Every progress event from stage 2 on carries the run's `State`; `partial_result` turns it
-into a result (what a Stop keeps: the causal rows done and the windows scanned so far).
+into a result (what a Stop keeps: the windows scanned and the causal rows done so far).
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 
+from lab import hooks
+from lab.corpus.sources import Source, held_out, resolve
 from lab.experiment import report
 from lab.feature import causal
 from lab.feature.config import FeatureConfig
-from lab.feature.examples import Scan, examples, run_scan
+from lab.feature.examples import WINDOW_LEN, Scan, examples, mark_targets, run_scan
 from lab.feature.output import effect_table, output_effect
 from lab.feature.result import FeatureResult
-from lab.feature.splice import Edit, base_run, edited_logits
-from lab.feature.store import default_sae
+from lab.feature.splice import Edit, logits, patch_for, splice
+from lab.feature.store import sae_folder
 from lab.sae.saelens import LoadedSAE, check_fits, load_sae
-from lab.scan import scan_corpus
+from lab.sae.stats import data_warning
+from lab.scan import Corpus, scan_corpus
 from lab.selectivity import word_mask
+
+PICK_WINDOW = 512        # tokens per forward when coding the selection text
+
+
+@dataclass
+class Texts:
+    """Which text does what, and where each came from (the page says it)."""
+
+    kept: list[Source]              # the held-out corpus
+    left: list[Source]              # left out: the SAE trained on them
+    notes: list[str]                # one sentence per corpus decision
+    select: str                     # the text the latent is picked on
+    select_from: str                # where it came from, in words
+    causal: str                     # the causal check's text
+    causal_from: str
+    independent: bool               # are the pick and the test on different texts?
 
 
 @dataclass
@@ -36,13 +61,16 @@ class State:
 
     cfg: FeatureConfig
     loaded: LoadedSAE
+    texts: Texts
     latent: int
     picked: str
     base: causal.TextRun
     target_ids: list[int]
-    controls: list[int]
+    at: np.ndarray                  # [pos]: the next token begins a target word
     output: pd.DataFrame
     scan: Scan
+    train_scan: Scan | None = None
+    controls: list[int] = field(default_factory=list)
     effects: list[dict] = field(default_factory=list)
     kl: list[pd.DataFrame] = field(default_factory=list)
     moved: pd.DataFrame | None = None
@@ -53,80 +81,224 @@ class State:
 
 
 def run(lm, cfg: FeatureConfig, on_progress=None) -> FeatureResult:
-    report(on_progress, 0, 1, "step", "Loading the SAE" + ("" if cfg.sae else
-           " (the default Palinka SAE: trained on first use, then kept)") + "...")
-    state = prepare(lm, cfg, load_sae(cfg.sae or default_sae(lm, cfg.seed)))
-    n_causal = 2 + len(state.controls)
-    total = 1 + n_causal + state.scan.corpus.ids.shape[0]
+    report(on_progress, 0, 1, "step", "Loading the SAE" + ("" if cfg.sae not in ("", ":palinka")
+           else " (a built-in SAE: trained on first use, then kept)") + "...")
+    loaded = load_sae(sae_folder(lm, cfg.sae, cfg.seed, on_progress))
+    state = prepare(lm, cfg, loaded)
+    n_causal = 2 + cfg.n_control
+    n_win = state.scan.corpus.ids.shape[0]
+    n_train = state.train_scan.corpus.ids.shape[0] if state.train_scan else 0
+    total = 1 + n_win + n_causal + n_train
     step = lambda done, msg: report(on_progress, done, total, "step", msg, state)  # noqa: E731
-    step(1, "Causal check: the SAE's reconstruction alone...")
+    bos = _bos(lm, loaded)
+    state.scan_started = time.perf_counter()
+    run_scan(lm, loaded, state.scan, lambda p: step(1 + p.done, p.message), bos)
+    state.scan_seconds = time.perf_counter() - state.scan_started
+    density, mean_active = state.scan.latent_stats()
+    state.controls = causal.match_controls(density, mean_active, state.latent, cfg.n_control, cfg.seed)
+    step(1 + n_win, "Causal check: the SAE's reconstruction alone...")
     t0 = time.perf_counter()
     for i, (role, edit) in enumerate(_edits(state), start=1):
-        _causal_step(lm, state, role, edit)
+        _causal_step(lm, state, role, edit, density, mean_active)
         state.causal_seconds = time.perf_counter() - t0
-        step(1 + i, f"Causal check: {i} of {n_causal} edited forwards")
-    state.scan_started = time.perf_counter()
-    run_scan(lm, state.loaded, state.scan,
-             lambda p: step(1 + n_causal + p.done, p.message))
-    state.scan_seconds = time.perf_counter() - state.scan_started
+        step(1 + n_win + i, f"Causal check: {i} of {1 + len(state.controls)} edited forwards")
+    if state.train_scan is not None:
+        run_scan(lm, loaded, state.train_scan,
+                 lambda p: step(1 + n_win + n_causal + p.done, "Training text: " + p.message), bos)
     return partial_result(lm, cfg, state)
 
 
 def prepare(lm, cfg: FeatureConfig, loaded: LoadedSAE) -> State:
-    """Stage 1: every model-dependent check before the heavy work, then the unedited text."""
+    """Stage 1: every model-dependent check before the heavy work, the texts, the latent."""
     check_fits(loaded, lm)
     if cfg.latent is not None and cfg.latent >= loaded.n_latents:
         raise ValueError(f"latent {cfg.latent} is out of range: the SAE has {loaded.n_latents} "
                          f"latents (0..{loaded.n_latents - 1})")
     loaded.sae.to(lm.device)
-    start = int(cfg.skip_first)
-    base = text_run(lm, loaded, cfg, start)
-    target_ids = causal.target_token_ids(lm.tokenizer, cfg.target)
-    latent, picked = (cfg.latent, "") if cfg.latent is not None else pick_latent(base, cfg, start)
-    controls = causal.pick_controls(base.z, latent, cfg.n_control, cfg.seed, start)
+    start = _start(lm, cfg, loaded)
+    texts = choose_texts(cfg, loaded)
+    base = text_run(lm, loaded, texts.causal, cfg.max_tokens, start)
+    nxt = causal.word_starts(texts.causal, base.spans, cfg.target)
+    occurring = base.ids[0].cpu().numpy()[nxt].tolist()
+    at = np.zeros(len(nxt), dtype=bool)
+    at[:-1] = nxt[1:]                       # position p predicts token p + 1
+    target_ids = causal.target_token_ids(lm.tokenizer, cfg.target, occurring)
+    if cfg.latent is not None:
+        latent, picked = cfg.latent, ""
+    else:
+        latent, picked = pick_latent(lm, loaded, texts, cfg, start, base)
+    corpus = _corpus(lm, texts.kept, "held-out")
+    train = _corpus(lm, texts.left, "training") if cfg.include_training and texts.left else None
     effect = output_effect(lm, loaded.hook, loaded.sae.decoder_weight[latent])
-    corpus = scan_corpus(lm, {"extra text (config)": cfg.corpus} if cfg.corpus else None)
-    return State(cfg, loaded, latent, picked, base, target_ids, controls,
+    return State(cfg, loaded, texts, latent, picked, base, target_ids, at,
                  effect_table(lm.tokenizer, effect, set(target_ids)),
-                 Scan(corpus, [latent, *controls]))
+                 Scan(corpus, latent, loaded.n_latents, start > 0),
+                 Scan(train, latent, loaded.n_latents, start > 0) if train is not None else None)
+
+
+def _start(lm, cfg: FeatureConfig, loaded: LoadedSAE) -> int:
+    """The first position edited and counted: 1 after a BOS or with skip_first."""
+    return int(cfg.skip_first or _bos(lm, loaded) is not None)
+
+
+def _bos(lm, loaded: LoadedSAE) -> int | None:
+    """The token to put first when the SAE was trained with one (its prepend_bos)."""
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    return int(bos) if loaded.prepend_bos and bos is not None else None
+
+
+def _corpus(lm, sources: list[Source], what: str) -> Corpus:
+    try:
+        return scan_corpus(lm, texts={s.name: s.text for s in sources}, window_len=WINDOW_LEN)
+    except ValueError:
+        raise ValueError(f"the {what} corpus has no text of {WINDOW_LEN} tokens or more: tick "
+                         "more corpus sources or add extra text") from None
+
+
+# ---------------------------------------------------------------- which text does what
+
+def choose_texts(cfg: FeatureConfig, loaded: LoadedSAE) -> Texts:
+    sources = [resolve(n) for n in cfg.sources]
+    if cfg.corpus:
+        sources.append(Source("extra text (config)", cfg.corpus))
+    kept, left, notes = held_out(sources, loaded.training_data)
+    if not kept:
+        raise ValueError("every corpus source is text the SAE was trained on, so nothing is held "
+                         "out: tick another source or add extra text")
+    if cfg.text:
+        causal_text, causal_from = cfg.text, "the text given"
+    else:
+        causal_text = "\n\n".join(s.text.strip() for s in _by_target_density(kept, cfg.target))
+        causal_from = "the held-out corpus"
+    training = _training_text(loaded)
+    if cfg.select_text:
+        select, select_from = cfg.select_text, "the selection text given"
+    elif training is not None:
+        select, select_from = training, "the SAE's training text"
+    else:
+        select, select_from = causal_text, "the causal text (the SAE's training text is unknown)"
+    independent = select.strip() != causal_text.strip() and not _overlap(select, causal_text)
+    return Texts(kept, left, notes, select, select_from, causal_text, causal_from, independent)
+
+
+def _by_target_density(sources: list[Source], words) -> list[Source]:
+    """Most target words per character first (stable): the causal check needs them."""
+    def density(s: Source) -> float:
+        hits = sum(len(re.findall(rf"(?<!\w){re.escape(w)}(?!\w)", s.text, re.IGNORECASE))
+                   for w in words)
+        return hits / max(len(s.text), 1)
+    return sorted(sources, key=density, reverse=True)
+
+
+def _training_text(loaded: LoadedSAE) -> str | None:
+    """The SAE's training text, when every part of it is a source the lab can resolve to the
+    recorded hash; else None."""
+    if not loaded.training_data:
+        return None
+    parts = []
+    for rec in loaded.training_data:
+        try:
+            src = resolve(str(rec.get("name", "")))
+        except ValueError:
+            return None
+        if src.sha256 != rec.get("sha256"):
+            return None
+        parts.append(src.text.strip())
+    return "\n\n".join(parts)
+
+
+def _overlap(a: str, b: str, n: int = 80) -> bool:
+    """Do two texts share a passage of `n` characters (one contains part of the other)?"""
+    short, long_ = sorted((a.strip(), b.strip()), key=len)
+    return any(short[i:i + n] in long_ for i in range(0, max(len(short) - n, 0) + 1, n))
+
+
+# ---------------------------------------------------------------- forwards over the texts
+
+@torch.no_grad()
+def text_run(lm, loaded: LoadedSAE, text: str, max_tokens: int, start: int) -> causal.TextRun:
+    bos = _bos(lm, loaded)
+    enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
+    if bos is not None:
+        ids, spans = [bos, *ids], [(0, 0), *spans]
+    n = min(len(ids), max_tokens, int(lm.n_ctx))
+    if n < start + 2:
+        raise ValueError(f"the causal text has {len(ids)} tokens; the check needs at least "
+                         f"{start + 2}: give a longer text")
+    ids_t = torch.tensor([ids[:n]], dtype=torch.long, device=lm.device)
+    point = resid_hook(lm, loaded.hook)
+    with hooks.capture(lm, list(dict.fromkeys([loaded.hook, point])), detach=True) as cache:
+        out = logits(lm, ids_t)
+    acts = cache[loaded.hook][0].float()
+    return causal.TextRun(ids_t, tuple(lm.tokenizer.decode([i]) for i in ids[:n]),
+                          tuple(spans[:n]), torch.log_softmax(out, -1), acts,
+                          loaded.sae.encode(acts), len(ids), cache[point][0].float())
+
+
+def resid_hook(lm, hook: str) -> str:
+    """The residual stream an edit at `hook` joins: the output of the hook's block."""
+    point = hooks.parse_hook(lm, hook)
+    return hooks.EMBED if point.kind == "embed" else hooks.resid_post(point.layer)
 
 
 @torch.no_grad()
-def text_run(lm, loaded: LoadedSAE, cfg: FeatureConfig, start: int) -> causal.TextRun:
-    text = _text(cfg)
+def pick_latent(lm, loaded: LoadedSAE, texts: Texts, cfg: FeatureConfig, start: int,
+                base: causal.TextRun) -> tuple[int, str]:
+    """The latent whose mean activation on the target words' tokens of the selection text
+    exceeds its mean on the other tokens the most."""
+    if texts.select.strip() == texts.causal.strip():
+        on, off, n_on, n_off = _means(base.z, _mask(texts.causal, base.spans, cfg.target, start))
+    else:
+        on, off, n_on, n_off = _select_means(lm, loaded, texts.select, cfg.target, start)
+    if not n_on:
+        raise ValueError(f"none of the target words occurs in {texts.select_from}, so no latent "
+                         "can be picked for them: give a latent number or a selection text")
+    latent = int(torch.argmax(on - off))
+    return latent, (f"picked on {texts.select_from}: mean activation {on[latent]:.3g} on the "
+                    f"target words' {n_on} tokens, {off[latent]:.3g} on the other {n_off}")
+
+
+def _mask(text: str, spans, words, start: int) -> np.ndarray:
+    mask, _ = word_mask(text, spans, words)
+    valid = np.ones(len(spans), dtype=bool)
+    valid[:start] = False
+    return np.where(valid, mask, False), valid & ~mask
+
+
+def _means(z: torch.Tensor, masks) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    on, off = (torch.as_tensor(m) for m in masks)
+    z = z.cpu()
+    return (z[on].sum(0) / max(int(on.sum()), 1), z[off].sum(0) / max(int(off.sum()), 1),
+            int(on.sum()), int(off.sum()))
+
+
+def _select_means(lm, loaded: LoadedSAE, text: str, words, start: int):
+    """The selection text in windows of PICK_WINDOW tokens (each behind the BOS when the SAE
+    takes one, its first position left out as the causal text's is): summed codes only."""
+    bos = _bos(lm, loaded)
     enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
-    n = min(len(ids), cfg.max_tokens, int(lm.n_ctx))
-    if n < start + 2:
-        raise ValueError(f"the text has {len(ids)} tokens; the causal check needs at least {start + 2}")
-    ids_t = torch.tensor([ids[:n]], dtype=torch.long, device=lm.device)
-    logits, acts = base_run(lm, loaded.hook, ids_t)
-    return causal.TextRun(ids_t, tuple(lm.tokenizer.decode([i]) for i in ids[:n]),
-                          tuple(spans[:n]), torch.log_softmax(logits, -1), acts,
-                          loaded.sae.encode(acts), len(ids))
+    target, _ = word_mask(text, spans, words)
+    width = min(PICK_WINDOW, int(lm.n_ctx) - (bos is not None))
+    sums = [torch.zeros(loaded.n_latents), torch.zeros(loaded.n_latents)]
+    counts = [0, 0]
+    for i in range(0, len(ids), width):
+        chunk = ids[i:i + width]
+        x = torch.tensor([([bos] if bos is not None else []) + chunk], device=lm.device)
+        h = hooks.run_with_hooks(lm, [loaded.hook], input_ids=x, detach=True)[loaded.hook][0]
+        z = loaded.sae.encode(h.float()).cpu()[(bos is not None):]
+        on = torch.as_tensor(target[i:i + len(chunk)]).clone()
+        keep = torch.ones(len(chunk), dtype=torch.bool)
+        if start and bos is None:
+            keep[0] = False           # each window's first token is a sink too
+        for j, m in enumerate((on & keep, ~on & keep)):
+            sums[j] += z[m].sum(0)
+            counts[j] += int(m.sum())
+    return sums[0] / max(counts[0], 1), sums[1] / max(counts[1], 1), counts[0], counts[1]
 
 
-def pick_latent(base: causal.TextRun, cfg: FeatureConfig, start: int) -> tuple[int, str]:
-    """The latent whose mean activation on the target words' tokens exceeds its mean on the
-    other tokens the most."""
-    mask, _ = word_mask(_text(cfg), base.spans, cfg.target)
-    mask[:start] = False
-    others = ~mask
-    others[:start] = False
-    if not mask.any():
-        raise ValueError("none of the target words occurs in the text, so no latent can be "
-                         "picked for them: give a latent number")
-    z = base.z.cpu()
-    on, off = z[torch.as_tensor(mask)].mean(0), z[torch.as_tensor(others)].mean(0)
-    latent = int(torch.argmax(on - off))
-    return latent, (f"picked for the target words: mean activation {on[latent]:.3g} on their "
-                    f"{int(mask.sum())} tokens, {off[latent]:.3g} on the other {int(others.sum())}")
-
-
-def _text(cfg: FeatureConfig) -> str:
-    from lab.sae_text import default_text
-    return cfg.text or default_text()
-
+# ---------------------------------------------------------------- the causal check
 
 def _edits(state: State):
     cfg = state.cfg
@@ -136,36 +308,101 @@ def _edits(state: State):
         yield "control", Edit(cfg.mode, c, cfg.alpha)
 
 
-def _causal_step(lm, state: State, role: str, edit: Edit) -> None:
-    base, start = state.base, int(state.cfg.skip_first)
-    out = edited_logits(lm, state.loaded, base.ids, edit, state.cfg.skip_first)
-    e = causal.effect(base, out, state.target_ids, start)
+@torch.no_grad()
+def _edited(lm, state: State, edit: Edit) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, residual stream after the SAE's block) with the edit spliced in."""
+    point = resid_hook(lm, state.loaded.hook)
+    start = _start(lm, state.cfg, state.loaded)
+    with splice(lm, state.loaded.hook, patch_for(state.loaded, edit, start > 0)):
+        with hooks.capture(lm, [point], detach=True) as cache:
+            out = logits(lm, state.base.ids)
+    return out, cache[point][0].float()
+
+
+def _causal_step(lm, state: State, role: str, edit: Edit, density, mean_active) -> None:
+    base, start = state.base, _start(lm, state.cfg, state.loaded)
+    out, resid = _edited(lm, state, edit)
+    e = causal.effect(base, out, state.target_ids, start, state.at)
     if role == "reconstruct":
         state.recon_kl = e["mean_kl"]
         return
-    size = causal.edit_size(state.loaded.sae, base, edit, start)
-    state.effects.append(causal.summary_row(edit.latent, role, e, size, base.z, start))
+    size = causal.edit_size(base.resid, resid, causal.edited_positions(base.z, edit, start))
+    corpus = {"density": float(density[edit.latent]), "mean_active": float(mean_active[edit.latent])}
+    state.effects.append(causal.summary_row(edit.latent, role, e, size, base.z, start, corpus))
     state.kl.append(causal.kl_rows(edit.latent, role, e, base.tokens, base.z))
     if role == "target":
         state.moved = causal.moved_tokens(lm.tokenizer, e)
 
+
+# ---------------------------------------------------------------- the result
 
 def partial_result(lm, cfg: FeatureConfig, state: State) -> FeatureResult:
     """The result of the run so far (all of it, or up to a Stop)."""
     corpus = state.scan.corpus
     scan_s = state.scan_seconds if state.scan_seconds is not None else (
         time.perf_counter() - state.scan_started if state.scan_started else 0.0)
-    ex = examples(lm, state.scan, cfg.k, cfg.radius, cfg.skip_first, cfg.target)
+    start = _start(lm, cfg, state.loaded)
+    ex = examples(lm, state.scan, cfg.k, cfg.radius, start > 0, cfg.target)
+    train_top = None
+    if state.train_scan is not None and state.train_scan.windows_done:
+        train_top = examples(lm, state.train_scan, cfg.k, cfg.radius, start > 0, cfg.target)["top"]
+    effects = pd.DataFrame(list(state.effects))
+    r = causal.ranks(effects, cfg.mode) if len(effects) else {}
     return FeatureResult(
         config=cfg, model=lm.name, sae_source=state.loaded.source,
         sae_info=state.loaded.describe(), hook=state.loaded.hook,
         n_latents=state.loaded.n_latents, latent=state.latent, picked=state.picked,
-        output=state.output, effects=pd.DataFrame(list(state.effects)),
+        output=state.output, effects=effects,
         kl=pd.concat(list(state.kl), ignore_index=True) if state.kl else pd.DataFrame(),
         moved=state.moved if state.moved is not None else pd.DataFrame(),
         recon_kl=state.recon_kl, text_tokens=int(state.base.ids.shape[1]),
         text_cut=state.base.n_text_tokens > state.base.ids.shape[1],
         corpus={"texts": len(corpus.names), "tokens": corpus.n_tokens,
                 "windows": int(corpus.ids.shape[0]), "window_len": int(corpus.ids.shape[1]),
-                "names": tuple(corpus.names)},
-        examples=ex, scan_seconds=scan_s, causal_seconds=state.causal_seconds)
+                "names": tuple(corpus.names), "sources": _source_rows(lm, state.texts),
+                "notes": tuple(state.texts.notes)},
+        texts={"select_from": state.texts.select_from, "causal_from": state.texts.causal_from,
+               "independent": state.texts.independent},
+        target_tokens=tuple(lm.tokenizer.decode([i]) for i in state.target_ids),
+        controls=_matching(state, effects), ranks=r,
+        verdict=causal.verdict(r, len(state.controls)) if len(effects) else "",
+        warnings=tuple(_warnings(state.loaded, ex.get("nmse"))),
+        examples=ex, train_examples=train_top, scan_seconds=scan_s,
+        causal_seconds=state.causal_seconds)
+
+
+def _source_rows(lm, texts: Texts) -> tuple[dict, ...]:
+    rows = [{**s.record(lm.tokenizer), "role": "held out"} for s in texts.kept]
+    rows += [{**s.record(lm.tokenizer), "role": "left out: the SAE was trained on it"} for s in texts.left]
+    return tuple(rows)
+
+
+def _matching(state: State, effects: pd.DataFrame) -> dict:
+    """How alike the controls are to the target: the medians of their corpus numbers."""
+    if not len(effects) or not (effects["role"] == "control").any():
+        return {"n": 0}
+    t = effects[effects["role"] == "target"].iloc[0]
+    c = effects[effects["role"] == "control"]
+    return {"n": int(len(c)), "target_density": float(t["corpus_density"]),
+            "median_density": float(c["corpus_density"].median()),
+            "target_mean_active": float(t["corpus_mean_active"]),
+            "median_mean_active": float(c["corpus_mean_active"].median()),
+            "max_density_ratio": float((c["corpus_density"] / t["corpus_density"]).apply(
+                lambda v: max(v, 1 / v)).max()),
+            "max_activation_ratio": float((c["corpus_mean_active"] / t["corpus_mean_active"]).apply(
+                lambda v: max(v, 1 / v)).max())}
+
+
+def _warnings(loaded: LoadedSAE, nmse: float | None) -> list[str]:
+    out = []
+    if loaded.n_train_tokens:
+        w = data_warning(loaded.n_train_tokens, loaded.n_latents)
+        if w:
+            out.append(w)
+    if loaded.training_data is None:
+        out.append("The SAE's training data is unknown, so the lab cannot keep it out of the "
+                   "corpus: its top examples may include text it was trained on.")
+    if nmse is not None and nmse > 0.5:
+        out.append(f"On the held-out corpus the SAE misses {nmse:.0%} of the activation's "
+                   "variance (nMSE): its latents describe this text poorly.")
+    return out

@@ -25,7 +25,9 @@ def save(sae, folder: str | Path, metadata: dict | None = None) -> Path:
     meta = metadata or {}
     if meta.get("hook"):
         from lab.sae.saelens import save_saelens
-        save_saelens(sae, folder, meta["hook"], str(meta.get("model", "")))
+        extra = {"training_data": meta["training_data"]} if meta.get("training_data") else {}
+        save_saelens(sae, folder, meta["hook"], str(meta.get("model", "")),
+                     bool(meta.get("prepend_bos", False)), **extra)
     return folder
 
 

@@ -49,6 +49,10 @@ class LoadedSAE:
     source: str          # the folder or hub id it came from
     model: str = ""      # the model it was trained on, as its config says ("" if unknown)
     format: str = "saelens"   # "saelens" or "lab"
+    training_data: tuple[dict, ...] | None = None   # [{name, sha256, tokens}]; None: unknown
+    n_train_tokens: int = 0   # rows it was trained on (0: unknown)
+    prepend_bos: bool = False  # was a BOS token put first when it was trained?
+    source_hook: str = ""     # the hook name as the folder gives it (SAELens's spelling)
 
     def describe(self) -> str:
         kind = f"top-{self.sae.k}" if self.sae.activation == "topk" else self.sae.activation
@@ -85,7 +89,8 @@ def saelens_hook(hook: str) -> tuple[str, int]:
 # ---------------------------------------------------------------- loading
 
 def load_sae(source: str) -> LoadedSAE:
-    """The SAE in `source`: a local folder (SAELens's format or the lab's) or a hub id."""
+    """The SAE in `source`: a local folder (the lab's format first when it has both: its
+    metadata says more, e.g. what the SAE was trained on) or a hub id."""
     source = str(source).strip()
     if not source:
         raise ValueError("no SAE given: name a folder or a Hugging Face hub id")
@@ -94,16 +99,20 @@ def load_sae(source: str) -> LoadedSAE:
         folder = _download(source)
     if not folder.is_dir():
         raise ValueError(f"{source} is a file, not a folder with an SAE")
-    if (folder / CFG).exists():
-        return _load_saelens(folder, source)
     if (folder / LAB_CFG).exists() and (folder / LAB_WEIGHTS).exists():
         return _load_lab(folder, source)
+    if (folder / CFG).exists():
+        return _load_saelens(folder, source)
     raise ValueError(f"{source} has neither {CFG} + {WEIGHTS} (SAELens) nor {LAB_CFG} + "
                      f"{LAB_WEIGHTS} (this lab)")
 
 
 def check_fits(loaded: LoadedSAE, lm) -> None:
     """One sentence when the SAE's hook or width does not fit `lm`."""
+    m = _TL_HOOK.match(loaded.source_hook or "")
+    if m and m.group(2) == "hook_resid_pre" and int(m.group(1)) >= lm.n_layers:
+        raise ValueError(f"the SAE reads {loaded.source_hook}, but {lm.name} has blocks "
+                         f"0..{lm.n_layers - 1}: hook_resid_pre exists for those only")
     hooks.parse_hook(lm, loaded.hook)
     width = hooks.width(lm, loaded.hook)
     if width != loaded.d_in:
@@ -166,9 +175,22 @@ def _load_saelens(folder: Path, source: str) -> LoadedSAE:
     if scale is not None and not torch.allclose(scale, torch.ones_like(scale)):
         raise ValueError(f"{source} has a finetuning scaling factor, which the lab does not support")
     _fill(sae, weights, source)
-    hook = lab_hook(cfg.get("hook_name") or cfg.get("hook_point") or meta.get("hook_name"))
+    name = cfg.get("hook_name") or cfg.get("hook_point") or meta.get("hook_name")
+    if not name:
+        raise ValueError(f"{folder / CFG} names no hook point (hook_name): the lab cannot tell "
+                         "where the SAE reads")
     model = cfg.get("model_name") or meta.get("model_name") or ""
-    return LoadedSAE(sae, hook, d_in, n, source, model, "saelens")
+    bos = cfg.get("prepend_bos", meta.get("prepend_bos", True))   # SAELens's default is True
+    trained = _training_data(cfg.get("training_data", meta.get("training_data")))
+    return LoadedSAE(sae, lab_hook(name), d_in, n, source, model, "saelens", trained,
+                     sum(int(t.get("tokens") or 0) for t in trained or ()), bool(bos), name)
+
+
+def _training_data(value) -> tuple[dict, ...] | None:
+    """A folder's record of its training texts, when it is a list of {name, sha256}."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) and t.get("sha256") for t in value):
+        return None
+    return tuple(value)
 
 
 def _fill(sae: SAELensSAE, weights: dict[str, torch.Tensor], source: str) -> None:
@@ -182,8 +204,17 @@ def _fill(sae: SAELensSAE, weights: dict[str, torch.Tensor], source: str) -> Non
         if tuple(got.shape) != tuple(want.shape):
             raise ValueError(f"{source}: {name} has shape {tuple(got.shape)}, but d_in "
                              f"{sae.d_in} and d_sae {sae.n_latents} need {tuple(want.shape)}")
+        check_finite(got, name, source)
         with torch.no_grad():
             want.copy_(got)
+
+
+def check_finite(t: torch.Tensor, name: str, source: str) -> None:
+    """One sentence when a weight holds NaN or infinity (it would poison every latent)."""
+    bad = int((~torch.isfinite(t)).sum())
+    if bad:
+        raise ValueError(f"{source}: {name} has {bad} NaN or infinite values; the SAE's weights "
+                         "must be finite numbers")
 
 
 def _load_lab(folder: Path, source: str) -> LoadedSAE:
@@ -201,7 +232,13 @@ def _load_lab(folder: Path, source: str) -> LoadedSAE:
     except Exception as e:   # a damaged sae.safetensors raises safetensors' own error type
         raise ValueError(f"{source} is not a readable lab SAE ({first_sentence(e)})") from None
     sae = from_lab(lab_sae)
-    return LoadedSAE(sae, meta["hook"], sae.d_in, sae.n_latents, source, meta.get("model", ""), "lab")
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        check_finite(getattr(sae, name), name, source)
+    n_tokens = meta.get("n_tokens")
+    return LoadedSAE(sae, meta["hook"], sae.d_in, sae.n_latents, source, meta.get("model", ""),
+                     "lab", _training_data(meta.get("training_data")),
+                     n_tokens if isinstance(n_tokens, int) else 0,
+                     bool(meta.get("prepend_bos", False)), meta["hook"])
 
 
 def first_sentence(e: Exception) -> str:
@@ -233,8 +270,10 @@ def _download(source: str) -> Path:
     return root / sub if sub else root
 
 
-def saelens_config(sae: SAELensSAE, hook: str, model: str = "", **extra) -> dict:
-    """cfg.json for `sae` in the flat (pre-6) layout, which SAELens 5 and 6 both read."""
+def saelens_config(sae: SAELensSAE, hook: str, model: str = "", prepend_bos: bool = False,
+                   **extra) -> dict:
+    """cfg.json for `sae` in the flat (pre-6) layout, which SAELens 5 and 6 both read.
+    `prepend_bos` says what the lab did: its SAEs train and run without a BOS first."""
     name, layer = saelens_hook(hook)
     arch = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}[sae.activation]
     cfg = {"architecture": arch, "d_in": sae.d_in, "d_sae": sae.n_latents, "dtype": "float32",
@@ -242,12 +281,13 @@ def saelens_config(sae: SAELensSAE, hook: str, model: str = "", **extra) -> dict
            "hook_head_index": None, "activation_fn_str": "topk" if arch == "topk" else "relu",
            "activation_fn_kwargs": {"k": sae.k} if arch == "topk" else {},
            "apply_b_dec_to_input": sae.apply_b_dec_to_input, "finetuning_scaling_factor": False,
-           "normalize_activations": sae.normalize, "prepend_bos": True,
+           "normalize_activations": sae.normalize, "prepend_bos": bool(prepend_bos),
            "sae_lens_training_version": None, **extra}
     return {**cfg, "k": sae.k} if arch == "topk" else cfg
 
 
-def save_saelens(sae, folder: str | Path, hook: str, model: str = "", **extra) -> Path:
+def save_saelens(sae, folder: str | Path, hook: str, model: str = "", prepend_bos: bool = False,
+                 **extra) -> Path:
     """Write `sae` (a SAELensSAE or the lab's SparseAutoencoder) in SAELens's format."""
     from safetensors.torch import save_file
     if not isinstance(sae, SAELensSAE):
@@ -257,6 +297,6 @@ def save_saelens(sae, folder: str | Path, hook: str, model: str = "", **extra) -
     names = ["W_enc", "W_dec", "b_enc", "b_dec"] + (["threshold"] if sae.activation == "jumprelu" else [])
     save_file({n: getattr(sae, n).detach().float().contiguous().cpu() for n in names},
               str(folder / WEIGHTS))
-    cfg = saelens_config(sae, hook, model, **extra)
+    cfg = saelens_config(sae, hook, model, prepend_bos, **extra)
     (folder / CFG).write_text(json.dumps(cfg, indent=2), encoding="utf-8")
     return folder
