@@ -11,7 +11,8 @@ st.set_page_config(page_title="GPT-2 interpretability lab", page_icon=":material
                    layout="wide")
 
 PAGES = [st.Page("views/home.py", title="Home", icon=":material/home:", default=True)] + [
-    st.Page(e.view, title=e.title, icon=e.icon, url_path=e.url_path) for e in EXPERIMENTS]
+    st.Page(e.view, title=e.title, icon=e.icon, url_path=e.url_path) for e in EXPERIMENTS] + [
+    st.Page("views/board.py", title="Class board", icon=":material/groups:", url_path="board")]
 
 nav = st.navigation(PAGES)  # before the heavy imports below, so the menu appears at once
 
