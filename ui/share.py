@@ -17,6 +17,7 @@ from lab.board import BOARD_EXPERIMENTS, NICK_MAX, Board, Refused, clean_nicknam
 from lab.board import share_record
 
 NICK_KEY = "board_nickname"
+NICK_ERR = "board_nickname_error"
 _BOARDS: dict[tuple, Board] = {}
 
 
@@ -65,16 +66,21 @@ def _nickname(experiment_name: str) -> str | None:
     if nick:
         st.text(f"Sharing as {nick}")
         return nick
-    typed = st.text_input(f"Your nickname for the class board (up to {NICK_MAX} characters)",
-                          max_chars=NICK_MAX, key=f"board_nick_{experiment_name}")
-    if not typed:
-        return None
+    key = f"board_nick_{experiment_name}"
+    st.text_input(f"Your nickname for the class board (up to {NICK_MAX} characters)",
+                  max_chars=NICK_MAX, key=key, on_change=_pick, args=(key,))
+    if st.session_state.get(NICK_ERR):
+        st.error(st.session_state[NICK_ERR])    # our sentence, never the typed text
+    return None
+
+
+def _pick(key: str) -> None:
+    """Before the rerun: keep the cleaned nickname, so the page shows it instead of the box."""
     try:
-        st.session_state[NICK_KEY] = clean_nickname(typed)
+        st.session_state[NICK_KEY] = clean_nickname(st.session_state.get(key) or "")
+        st.session_state[NICK_ERR] = None
     except Refused as e:
-        st.error(str(e))
-        return None
-    return st.session_state[NICK_KEY]
+        st.session_state[NICK_ERR] = str(e)
 
 
 def _share(result, nick: str) -> None:

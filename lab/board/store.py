@@ -103,33 +103,36 @@ class Board:
             raise ValueError(f"the board's file {self.path} is a folder.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-        conn.execute("PRAGMA synchronous=FULL")     # a committed share is on disk
-        if not self._ready:
-            self._create(conn)
-        return conn
-
-    def _create(self, conn: sqlite3.Connection) -> None:
-        """WAL and the schema, once per file; a newer schema than this lab's is refused."""
         try:
-            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-                raise ValueError(f"the board's file {self.path} cannot use WAL journaling.")
-            conn.execute("BEGIN IMMEDIATE")        # one process creates; the others wait
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ValueError(f"the board's file {self.path} has schema {version}, newer than "
-                                 f"this lab's {SCHEMA_VERSION}: update the lab.")
-            if version < SCHEMA_VERSION:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(statement)         # not executescript: it would COMMIT first
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            conn.execute("PRAGMA synchronous=FULL")     # a committed share is on disk
+            if not self._ready:
+                self._create(conn)
+        except sqlite3.OperationalError as e:
+            conn.close()
+            raise ValueError(f"the board's file {self.path} could not be opened ({e}).") from None
         except sqlite3.DatabaseError as e:
             conn.close()
             raise ValueError(f"the board's file {self.path} is not a board database ({e}).") from None
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        """WAL and the schema, once per file; a newer schema than this lab's is refused."""
+        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise ValueError(f"the board's file {self.path} cannot use WAL journaling.")
+        conn.execute("BEGIN IMMEDIATE")        # one process creates; the others wait
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"the board's file {self.path} has schema {version}, newer than "
+                             f"this lab's {SCHEMA_VERSION}: update the lab.")
+        if version < SCHEMA_VERSION:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)         # not executescript: it would COMMIT first
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
         self._ready = True
 
     def schema_version(self) -> int:
