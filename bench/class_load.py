@@ -4,6 +4,7 @@ together, against one fresh `streamlit run app.py`.
     python bench/class_load.py --sessions 8 --mode same      # everyone on the defaults
     python bench/class_load.py --sessions 8 --mode seeds     # session i uses seed i
     python bench/class_load.py --sessions 30 --running 8     # 30 open, 8 of them press Run
+    python bench/class_load.py --board --sessions 30         # 30 share to the class board at once
 
 Prints the solo time (one session alone, on a seed nobody else uses, so no cache helps), each
 session's time to its queue note and to its result, the ratio to solo, the server's peak RSS,
@@ -126,13 +127,115 @@ def headless_values(model: str, seeds) -> dict[int, str]:
     return {s: f"{run(lm, ActMaxConfig(seed=s)).final.mean():.3f}" for s in seeds}
 
 
+
+# ---------------------------------------------------------------- the class board (--board)
+
+BOARD_COUNT = re.compile(r"(\d+) shares on the board")
+
+
+def board_records(n: int) -> list[dict]:
+    """n real activation-maximization records (tiny-gpt2's smoke settings, seeds 0..n-1)."""
+    import dataclasses
+    import torch
+    from lab import registry
+    from lab.board import share_record
+    from lab.models import load_model
+    torch.set_num_threads(1)
+    lm, exp = load_model("tiny-gpt2", "cpu"), registry.get("actmax")
+    return [share_record(exp.run(lm, dataclasses.replace(exp.smoke_config(), seed=s)))
+            for s in range(n)]
+
+
+def share_at_once(path: str, records: list[dict]) -> tuple[list[float], list[Exception]]:
+    """One thread per student (as the server's sessions), released together by a barrier;
+    each share also clicked twice. Returns each first share's acknowledgement time."""
+    import threading
+    from lab.board import Board
+    go, acks, errors = threading.Barrier(len(records)), [0.0] * len(records), []
+
+    def student(i: int) -> None:
+        board = Board(path)
+        go.wait()
+        try:
+            for _ in range(2):
+                board.share(records[i], f"student {i}", share_id=f"bench-{i}")
+                acks[i] = acks[i] or time.perf_counter()
+        except Exception as e:   # noqa: BLE001  (counted and printed)
+            errors.append(e)
+
+    threads = [threading.Thread(target=student, args=(i,)) for i in range(len(records))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return acks, errors
+
+
+def board_count(page) -> int:
+    m = BOARD_COUNT.search(" ".join(page.locator("[data-testid='stCaptionContainer']")
+                                    .all_inner_texts()))
+    return int(m.group(1)) if m else 0
+
+
+def board_load(sessions: int, viewers: int) -> None:
+    """30 students share at once while `viewers` browsers watch the board page: rows, lost,
+    duplicated, how long after the last share each viewer shows them all, exceptions."""
+    import tempfile
+    from lab.board import Board
+    records = board_records(sessions)
+    path = str(Path(tempfile.mkdtemp()) / "board.sqlite")
+    os.environ["LAB_BOARD"] = path           # the server (started below) inherits it
+    from playwright.sync_api import sync_playwright
+    srv, url = start_server("tiny-gpt2")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=FLAGS)
+            pages = []
+            for _ in range(viewers):
+                page = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
+                page.goto(f"{url}/board", timeout=120000)
+                page.get_by_text("Nothing shared yet").wait_for(timeout=120000)
+                pages.append(page)
+            acks, errors = share_at_once(path, records)
+            last = max(acks)
+            seen = [None] * viewers
+            while any(s is None for s in seen) and time.perf_counter() - last < 60:
+                for i, page in enumerate(pages):
+                    if seen[i] is None and board_count(page) == sessions:
+                        seen[i] = time.perf_counter() - last
+                time.sleep(0.05)
+            wait_idle(pages[0], settle=30)
+            shown = [board_count(pg) for pg in pages]
+            exceptions = sum(pg.locator("[data-testid='stException']").count() for pg in pages)
+            browser.close()
+    finally:
+        rss = peak_rss_mb(srv.pid)
+        srv.terminate()
+    rows = Board(path).rows(hidden=True)
+    ids = [r["share_id"] for r in rows]
+    want = {f"bench-{i}" for i in range(sessions)}
+    print(f"{sessions} sharers at once (threads, each share clicked twice): first to last "
+          f"acknowledgement {last - min(acks):.2f} s; errors {len(errors)} {errors[:1]}")
+    print(f"rows on the board: {len(rows)}; lost {len(want - set(ids))}; duplicated "
+          f"{len(ids) - len(set(ids))}")
+    print(f"viewers showing all {sessions}: " + ", ".join(
+        "never" if s is None else f"{s:.2f} s" for s in seen) + " after the last share; "
+          f"counts shown {shown}; exceptions on the pages {exceptions}")
+    print(f"server peak RSS: {rss:.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=8, help="browser sessions open")
     ap.add_argument("--running", type=int, help="of those, how many press Run (default: all)")
     ap.add_argument("--mode", choices=["same", "seeds"], default="same")
     ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--board", action="store_true",
+                    help="the class board instead: --sessions sharers at once, --viewers watching")
+    ap.add_argument("--viewers", type=int, default=3, help="with --board: browsers on the board page")
     args = ap.parse_args()
+    if args.board:
+        return board_load(args.sessions, args.viewers)
     running = args.running or args.sessions
     seeds = [0] * running if args.mode == "same" else list(range(running))
     expected = headless_values(args.model, sorted(set(seeds))) if args.mode == "seeds" else {}
