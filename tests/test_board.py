@@ -124,6 +124,13 @@ def test_real_shares_agreement_sentence(db, records):
     v = np.asarray([r["vectors"][0] for r in records["actmax"]]).reshape(4, -1)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     assert np.allclose(a.cosine, v @ v.T)
+    from lab.charts import board as charts
+    checked = charts.agreement_charts(a.cosine, a.null_cosine, a.labels).to_dict()  # validated
+    assert charts.agreement_spec(a.cosine, a.null_cosine, a.labels) == checked
+    (left, right) = checked["hconcat"]
+    cells = checked["datasets"][left["data"]["name"]]
+    assert len(cells) == 12 and {c["cosine"] for c in cells} == {float(a.cosine[i, j])
+                                                                  for i in range(4) for j in range(4) if i != j}
 
 
 def test_sae_agreement_finds_a_shared_direction(db, records):

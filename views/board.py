@@ -10,7 +10,7 @@ from lab.charts import board as charts
 from lab.registry import get
 from ui.share import board, class_code, session_id
 
-WATCH_S = 1.0    # how often a page looks for new shares (one small query); it redraws only then
+WATCH_S = 0.5    # how often a page looks for new shares (one small query); it redraws only then
 _MD = set("\\`*_{}[]()#+-.!|<>~$:")
 
 st.title("Class board")
@@ -41,6 +41,12 @@ def _stats(kind: str, key: str, ids: tuple, _group):
     return agreement(_group) if kind == "optima" else sae_agreement(_group)
 
 
+@st.cache_resource(max_entries=64)
+def _spec(key: str, ids: tuple, _a) -> dict:
+    """A group's cosine matrices as Vega-Lite, built once per set of shares."""
+    return charts.agreement_spec(_a.cosine, _a.null_cosine, _a.labels)
+
+
 @st.fragment(run_every=WATCH_S)
 def _watch(seen: tuple) -> None:
     """Rerun the page when the board changed since it was drawn (cheap otherwise)."""
@@ -56,7 +62,7 @@ def _group(g) -> None:
         st.text("settings: " + (json.dumps(changed) if changed else "the page's defaults"))
         ids = tuple(s["id"] for s in g.shares)
         if g.experiment in ("actmax", "repro"):
-            _optima(g, _stats("optima", g.key, ids, g))
+            _optima(g, ids, _stats("optima", g.key, ids, g))
         elif g.experiment == "sae":
             a = _stats("sae", g.key, ids, g)
             st.markdown(f"**{md(a.sentence())}**")
@@ -68,14 +74,14 @@ def _group(g) -> None:
                          column_config={"share": None})
 
 
-def _optima(g, a) -> None:
+def _optima(g, ids: tuple, a) -> None:
     st.markdown(f"**{md(a.sentence())}**")
     st.dataframe(actmax_table(g), hide_index=True, width="stretch",
                  column_config={"share": None,
                                 "final activation": st.column_config.NumberColumn(format="%.3f"),
                                 "best cosine to a token": st.column_config.NumberColumn(format="%.3f")})
     if a.n >= 2:
-        st.altair_chart(charts.agreement_charts(a.cosine, a.null_cosine, a.labels))
+        st.vega_lite_chart(_spec(g.key, ids, a))
         st.caption("Each square: the cosine between two students' optimized inputs (all positions "
                    "flattened); right, the same for random vectors with the same norm at every "
                    "position. Optima that agree would show as a dark block on the left.")

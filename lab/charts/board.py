@@ -32,3 +32,10 @@ def agreement_charts(optimized: np.ndarray, null: np.ndarray, labels: list[str])
     return alt.hconcat(cosine_heatmap(optimized, labels, "the class's optima"),
                        cosine_heatmap(null, nulls, "random vectors, same norms")
                        ).resolve_scale(color="shared")
+
+
+def agreement_spec(optimized: np.ndarray, null: np.ndarray, labels: list[str]) -> dict:
+    """`agreement_charts` as a Vega-Lite dict, unvalidated: the board redraws it for every
+    page on every new share, and altair's schema check is ~0.25-0.5 s of a 30-share board
+    (20 ms without; tests/test_board.py validates the same chart once)."""
+    return agreement_charts(optimized, null, labels).to_dict(validate=False)
