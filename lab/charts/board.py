@@ -18,7 +18,9 @@ def cosine_heatmap(matrix: np.ndarray, labels: list[str], title: str, size: int 
     frame = matrix_frame(matrix, labels)
     order = list(labels)
     return alt.Chart(frame, title=title).mark_rect().encode(
-        x=alt.X("a:N", sort=order, title=None, axis=alt.Axis(labelLimit=120, labelAngle=-45)),
+        # columns by number only ("3"): full names at an angle overlap, and Vega hides them
+        x=alt.X("a:N", sort=order, title=None,
+                axis=alt.Axis(labelAngle=0, labelExpr="split(datum.label, '.')[0]")),
         y=alt.Y("b:N", sort=order, title=None, axis=alt.Axis(labelLimit=160)),
         color=alt.Color("cosine:Q", scale=alt.Scale(domain=[-1, 1], scheme="redblue", reverse=True),
                         legend=alt.Legend(title="cosine")),
@@ -28,7 +30,7 @@ def cosine_heatmap(matrix: np.ndarray, labels: list[str], title: str, size: int 
 
 def agreement_charts(optimized: np.ndarray, null: np.ndarray, labels: list[str]) -> alt.HConcatChart:
     """The class's optima beside random vectors of the same norms."""
-    nulls = [f"random {i + 1}" for i in range(len(labels))]
+    nulls = [f"{i + 1}. random" for i in range(len(labels))]
     return alt.hconcat(cosine_heatmap(optimized, labels, "the class's optima"),
                        cosine_heatmap(null, nulls, "random vectors, same norms")
                        ).resolve_scale(color="shared")
