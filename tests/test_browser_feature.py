@@ -39,7 +39,7 @@ def test_the_sae_page_opens_a_latent_in_the_feature_view(app_url, page):
     page.get_by_role("heading", name="Feature view").wait_for(timeout=60000)
     wait_idle(page)
     _no_exception(page)
-    sae = page.get_by_role("textbox", name="SAE (folder or hub id; empty: the default Palinka SAE)")
+    sae = page.get_by_role("textbox", name="Folder or hub id")
     assert "/saes/" in sae.input_value()
     latent = page.get_by_role("spinbutton", name="Latent (empty: picked for the target words)")
     assert latent.input_value() != ""

@@ -91,7 +91,7 @@ def effects_chart(effects: pd.DataFrame, column: str, title: str) -> alt.Chart:
         y=alt.Y("role:N", title=None, sort=["target", "control"]),
         color=alt.Color("role:N", scale=_ROLE_SCALE, legend=None),
         tooltip=["latent", "role", "fires_on", alt.Tooltip(f"{column}:Q", format=".3g")],
-    ).properties(height=90)
+    ).properties(height=130)
 
 
 def moved_chart(moved: pd.DataFrame) -> alt.Chart:

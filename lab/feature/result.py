@@ -96,7 +96,13 @@ class FeatureResult:
         """e.g. "10,714 tokens from 4 texts; palinka.txt left out: the SAE was trained on it"."""
         c = self.corpus
         head = f"{c['tokens']:,} tokens from {c['texts']} held-out texts"
-        return "; ".join([head, *c.get("notes", ())])
+        groups: dict[str, list[str]] = {}
+        for note in c.get("notes", ()):   # "leds.txt: only its ..." / "palinka.txt left out: ..."
+            name, sep, why = note.partition(": ") if ": only" in note else note.partition(" left out: ")
+            key = (": " + why) if ": only" in note else (" left out: " + why) if why else note
+            groups.setdefault(key, []).append(name if why else "")
+        parts = [", ".join(n for n in names if n) + key for key, names in groups.items()]
+        return "; ".join([head, *parts])
 
     # ------------------------------------------------------------ the contract
     def frames(self) -> dict[str, pd.DataFrame]:
