@@ -11,6 +11,7 @@ from ui.actmax_run import bar_tables, result_header, settings
 from ui.common import current_model
 from ui.estimate import show as show_estimate
 from ui.jobs import job_result, run_live
+from ui.share import share_button
 
 
 st.title("Activation maximization")
@@ -171,6 +172,7 @@ if run_col.button("Run", key="am_run", type="primary", icon=":material/play_arro
     run_live(lm, exp, cfg, draw=_live)
 
 res = job_result(lm, exp)
+share_button(res, "actmax")
 if res is not None:
     rc = res.config
     space = {"neuron": "MLP layer", "latent": "SAE"}.get(rc.unit, "residual stream")

@@ -25,6 +25,7 @@ from lab.selectivity import parse_words
 from ui import widgets
 from ui.common import current_model, first_line, seed
 from ui.jobs import Job, job_result, run_live
+from ui.share import share_button
 
 EXP = registry.get("feature")
 C = FeatureConfig
@@ -257,6 +258,7 @@ if st.button("Run", type="primary", key="feature_run", icon=":material/play_arro
     run_live(lm, EXP, cfg)
 
 result = job_result(lm, EXP)
+share_button(result, "feature")
 if result is None:
     st.info("Press **Run**: the held-out corpus scan (batched forwards that stop after the "
             "SAE's block), then the causal check (a few forwards over the text, the latent and "

@@ -10,6 +10,7 @@ from ui.actmax_run import result_header, settings
 from ui.common import current_model, seed
 from ui.estimate import show as show_estimate
 from ui.jobs import job_result, run_live
+from ui.share import share_button
 
 
 st.title("Reproducibility")
@@ -52,6 +53,7 @@ if run_col.button("Run", key="rp_run", type="primary", icon=":material/play_arro
     run_live(lm, exp, cfg, draw=_live)
 
 rep = job_result(lm, exp)
+share_button(rep, "repro")
 if rep is not None:
     res, rc = rep.maximized, rep.config.actmax
     summary = rep.summary().set_index("vectors")

@@ -24,6 +24,7 @@ from lab.selectivity import SelectivityConfig, parse_words
 from ui import widgets
 from ui.common import current_model, first_line, seed
 from ui.jobs import job_result, run_live
+from ui.share import share_button
 
 EXP = registry.get("sae")
 C = SAETextConfig
@@ -205,6 +206,7 @@ def _show(run: dict) -> None:
     except ValueError as e:
         st.error(first_line(e), icon=":material/error:")
         return
+    share_button(res, "sae")
     _latents(res)
     _control(res)
     _heatmap(run, res)
