@@ -36,7 +36,11 @@ def test_a_lab_sae_loads_back_with_identical_encodings(tmp_path, activation, tie
     (tmp_path / "lab").mkdir()          # the lab's own two files alone
     for name in ("config.json", "sae.safetensors"):
         (tmp_path / "lab" / name).write_bytes((tmp_path / "s" / name).read_bytes())
-    for folder, fmt in ((tmp_path / "s", "saelens"), (tmp_path / "lab", "lab")):
+    (tmp_path / "sl").mkdir()           # SAELens's two files alone
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        (tmp_path / "sl" / name).write_bytes((tmp_path / "s" / name).read_bytes())
+    # both formats: the lab's first (its metadata says what the SAE was trained on)
+    for folder, fmt in ((tmp_path / "s", "lab"), (tmp_path / "sl", "saelens"), (tmp_path / "lab", "lab")):
         loaded = load_sae(str(folder))
         assert loaded.format == fmt and loaded.hook == "blocks.1.hook_mlp_out"
         assert (loaded.d_in, loaded.n_latents, loaded.model) == (16, 64, "tiny-gpt2")
