@@ -231,7 +231,7 @@ def test_latent_stats_classes():
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(k=0), "k must be at least 1"), (dict(n_latents=0), "n_latents must be at least 1"),
+    (dict(k=0), "k must be at least 1"), (dict(n_latents=0), "n_latents must be between 1 and"),
     (dict(lr=float("nan")), "lr must be a finite"), (dict(lr=float("inf")), "lr must be a finite"),
     (dict(n_latents=8, k=9), "cannot exceed"), (dict(activation="gelu"), "activation must be"),
     (dict(val_fraction=1.0), "val_fraction")])
