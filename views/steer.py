@@ -161,7 +161,7 @@ st.caption("The prompt in grey, then the new tokens, each on a colour for how mu
 
 labels = [charts.arm_label(a.arm, a.alpha) for a in result.arms]
 st.subheader("Every continuation, token by token")
-st.altair_chart(charts.token_strip(tokens, labels), width="content")
+st.altair_chart(charts.token_strip(tokens, labels), width="stretch")
 st.caption("Rows: every continuation of the run (unsteered, then steered and control at each "
            "coefficient); columns: the new tokens in order. Colour: log p under the row's own "
            "model minus log p under the unsteered model, nats (clipped at +-6). Look for where "

@@ -40,15 +40,14 @@ def token_strip(tokens: pd.DataFrame, labels: list[str]) -> alt.Chart:
     for c in ("logp", "logp_unsteered"):
         data[c] = data[c].round(3)
     data = data[["label", "pos", "token", "logp", "logp_unsteered", "shift"]]
-    n_pos = int(data["pos"].max()) + 1 if len(data) else 1
-    base = alt.Chart(data, height=42 * len(labels) + 40, width=max(600, 46 * n_pos))
+    base = alt.Chart(data, height=30 * len(labels) + 60)
     x = alt.X("pos:O", title="new token (position in the continuation)")
     y = alt.Y("label:N", sort=labels, title=None)
     rect = base.mark_rect(tooltip=_DATUM).encode(
         x=x, y=y, color=alt.Color("shift:Q", title="log p shift, nats",
                                   scale=alt.Scale(scheme="redblue", reverse=True,
                                                   domain=[-SHIFT_CLIP, SHIFT_CLIP])))
-    text = base.mark_text(fontSize=10, limit=44).encode(x=x, y=y, text="token:N")
+    text = base.mark_text(fontSize=10, limit=40).encode(x=x, y=y, text="token:N")
     return (rect + text).properties(
         title="Each token's log-probability: its own model minus the unsteered model",
         usermeta=_CANVAS)
@@ -88,7 +87,7 @@ def shaded_html(tokens: pd.DataFrame, label: str, prompt: str = "") -> str:
             a = min(abs(s) / SHIFT_CLIP, 1.0) * 0.8
             bg = f"rgba(214,39,40,{a:.2f})" if s > 0 else f"rgba(31,119,180,{a:.2f})"
         title = "" if np.isnan(s) else f' title="shift {s:+.2f} nats"'
-        text = html.escape(tok).replace("\n", "\u21b5<br>")
+        text = html.escape(tok).replace("\n", "\u21b5")   # a newline as a mark: columns stay short
         parts.append(f'<span style="background:{bg};border-radius:3px"{title}>{text}</span>')
     return ('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.7">'
             + "".join(parts) + "</div>")
