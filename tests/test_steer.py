@@ -312,3 +312,23 @@ def test_cli_out_writes_continuations_and_tokens(tmp_path):
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["config"]["sample"] is True and record["config"]["seed"] == 2
     assert "steered beats control" in r.stdout
+
+
+def test_the_shared_runner_queues_it_and_a_detach_stops_it_within_a_token(tiny):
+    """In a class: the job goes through lab.runner like any other; when its only session
+    leaves (Stop), the next token's progress report ends it, hooks removed."""
+    import time
+    from lab.runner import Runner
+    runner = Runner(load=lambda m, d: tiny, workers=1, threads_per_job=1)
+    before = n_hooks(tiny)
+    cfg = SteerConfig(prompt=PROMPT, max_new_tokens=256, sweep=tuple(float(a) for a in range(12)))
+    handle = runner.submit(tiny.name, "cpu", cfg, "s1")
+    t0 = time.monotonic()
+    while (handle.progress is None or handle.progress.done < 3) and time.monotonic() - t0 < 60:
+        time.sleep(0.001)
+    at = handle.progress.done
+    handle.detach()
+    assert handle.wait(30)
+    assert handle.status == "cancelled", handle.status
+    assert handle.progress.done <= at + 2 < 256     # a token or so after the Stop, not the end
+    assert n_hooks(tiny) == before
