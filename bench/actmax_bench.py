@@ -18,6 +18,18 @@ timing does not depend on the weights).
     python bench/actmax_bench.py --baseline-steps 50    # seed-style timed on 50 steps/restart, x10 extrapolated
     python bench/actmax_bench.py --threads 1            # on a busy machine one thread avoids OpenMP spin-waits
     python bench/actmax_bench.py --case discrete        # the discrete method on smollm2-135m (below)
+    python bench/actmax_bench.py --case defaults --threads 2   # every method's default (below)
+
+The defaults case (issue 30): each method's default run on smollm2-135m (the config with no
+field set but the method and corpus_top 0) timed by `lab.actmax.run`, and the same settings
+run by the code before issue 30 (git commit 6453826's lab/actmax, loaded into a temporary
+package `before_actmax`): seconds, the ratio, and whether both found the same prompts (ids
+equal, activations within 1e-4). Arms: "same" gives the old code every setting of the new
+default with bf16_rank 0 on both sides (the float32 step against the float32 step); "default"
+runs the new default as a class gets it (bf16_rank on where this CPU has AMX or AVX512-BF16)
+against the old code at bf16_rank 0. Then the lens and hidden-states pages' defaults, and the
+corpus bar, timed. The table is written to bench/results/actmax_defaults_<date>.md with the
+machine, date and commit; `--reps N` repeats every pair (arms interleaved, medians kept).
 
 The discrete case (smollm2-135m, real weights; blocks.7.hook_resid_post dim 91, 5 tokens):
 one step's candidates (a random prompt with one position swapped each, made by the search's
@@ -66,6 +78,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -245,9 +258,114 @@ def alone_scores(alone):
     return Scores(*(torch.cat(col) for col in zip(*alone)))
 
 
+BEFORE = "6453826"     # the commit before issue 30
+
+
+def before_actmax():
+    """lab/actmax as of commit BEFORE, importable as `before_actmax` (its own modules)."""
+    import importlib
+    import subprocess
+    import tempfile
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(tempfile.mkdtemp()) / "before_actmax"
+    folder.mkdir()
+    names = subprocess.run(["git", "ls-tree", "--name-only", BEFORE, "lab/actmax/"], cwd=root,
+                           check=True, capture_output=True, text=True).stdout.split()
+    for name in names:
+        text = subprocess.run(["git", "show", f"{BEFORE}:{name}"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout
+        (folder / Path(name).name).write_text(text.replace("lab.actmax", "before_actmax"))
+    sys.path.insert(0, str(folder.parent))
+    return importlib.import_module("before_actmax")
+
+
+def _machine() -> str:
+    import platform
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def defaults_case(args) -> None:
+    import datetime
+    import statistics
+    import subprocess
+    from lab.actmax.config import method_defaults
+    from lab.hidden import HiddenConfig
+    from lab.hidden import run as hidden_run
+    from lab.lens import LensConfig
+    from lab.lens import run as lens_run
+    from lab.models import load_model
+    old = before_actmax()
+    lm = load_model(args.model, "cpu")
+    rows = []
+    for method in ("continuous", "discrete"):           # warm-up: allocators, the token lists
+        run(lm, ActMaxConfig(method=method, steps=2, corpus_top=0, bf16_rank=0))
+        old.run(lm, old.ActMaxConfig(method=method, steps=2, corpus_top=0))
+    for method in args.methods.split(","):
+        d = method_defaults(method)
+        new_default = ActMaxConfig(method=method, corpus_top=0)
+        explicit = dict(method=method, corpus_top=0, steps=new_default.steps,
+                        candidates=d["candidates"], top_k=d["top_k"], epo_lams=d["epo_lams"])
+        arms = {"same": (replace(new_default, bf16_rank=0), old.ActMaxConfig(**explicit, bf16_rank=0))}
+        if new_default.bf16_rank:
+            arms["default"] = (new_default, arms["same"][1])
+        for arm, (cfg_new, cfg_old) in arms.items():
+            t_new, t_old = [], []
+            for _ in range(args.reps):                       # interleaved: the same noise
+                with Clock() as c:
+                    a = run(lm, cfg_new)
+                t_new.append(c.wall)
+                with Clock() as c:
+                    b = old.run(lm, cfg_old)
+                t_old.append(c.wall)
+            same = (a.prompts is None or (np.array_equal(a.prompts.ids, b.prompts.ids) and
+                    np.allclose(a.prompts.activation, b.prompts.activation, atol=1e-4)))
+            if a.prompts is None:
+                same = bool(np.allclose(a.final, b.final, atol=1e-4))
+            best = (float(a.prompts.activation.max()) if a.prompts is not None
+                    else float(a.gap.snapped.max()))
+            n, o = statistics.median(t_new), statistics.median(t_old)
+            rows.append((method, arm, cfg_new.steps, cfg_new.bf16_rank, n, o, o / n, same, best))
+            print(f"{method:10s} {arm:8s} steps {cfg_new.steps:4d} bf16_rank {cfg_new.bf16_rank}: "
+                  f"new {n:6.1f} s, before {o:6.1f} s, {o / n:5.2f}x, same prompts {same}, "
+                  f"best {'prompt' if a.prompts is not None else 'nearest tokens'} {best:.3f}",
+                  flush=True)
+    pages = []
+    for name, fn, cfg in (("hidden", hidden_run, HiddenConfig()), ("lens", lens_run, LensConfig())):
+        with Clock() as c:
+            fn(lm, cfg)
+        pages.append((name, c.wall))
+        print(f"{name} page default: {c.wall:.2f} s", flush=True)
+    cfg = ActMaxConfig(corpus_top=5, steps=1)
+    from lab.actmax.bar import corpus_bar
+    from lab.actmax.target import target_of
+    with Clock() as c:
+        bar = corpus_bar(lm, cfg, target_of(lm, cfg))
+    print(f"corpus bar ({cfg.hook}, {cfg.target}): {c.wall:.1f} s, best window {bar.top:.3f}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    out = Path(__file__).resolve().parent / "results" / f"actmax_defaults_{now[:10]}.md"
+    out.parent.mkdir(exist_ok=True)
+    lines = [f"# actmax defaults vs {BEFORE} ({args.model})", "",
+             f"machine: {_machine()}; date: {now}; commit: {commit}; reps {args.reps} (medians); "
+             f"load average at the end {open('/proc/loadavg').read().split()[0]}", "",
+             "| method | arm | steps | bf16_rank | new s | before s | ratio | same prompts | best |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {m} | {a} | {s} | {r} | {n:.1f} | {o:.1f} | {x:.2f}x | {same} | {b:.3f} |"
+              for m, a, s, r, n, o, x, same, b in rows]
+    lines += ["", *[f"- {n} page default: {t:.2f} s" for n, t in pages],
+              f"- corpus bar ({cfg.hook}, {cfg.target}): {c.wall:.1f} s, best window {bar.top:.3f}"]
+    with open(out, "a") as f:
+        f.write("\n".join(lines) + "\n\n")
+    print(f"written to {out}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", choices=("continuous", "discrete"), default="continuous")
+    ap.add_argument("--case", choices=("continuous", "discrete", "defaults"), default="continuous")
+    ap.add_argument("--methods", default="continuous,pez,discrete,epo", help="the defaults case's")
     ap.add_argument("--model", default="smollm2-135m", help="the discrete case's model")
     ap.add_argument("--candidates", type=int, default=128, help="the discrete case's batch")
     ap.add_argument("--discrete-steps", type=int, default=10)
@@ -265,6 +383,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     if args.case == "discrete":
         discrete_case(args)
+        return 0
+    if args.case == "defaults":
+        defaults_case(args)
         return 0
     cfg = ActMaxConfig(hook=args.hook, index=args.index, steps=args.steps, restarts=args.restarts,
                        corpus_top=0)

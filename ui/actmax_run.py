@@ -130,7 +130,7 @@ def _method(cls, root: str, prefix: str, methods: tuple[str, ...]) -> dict:
         with cols[1]:
             values[root + "candidates"] = widgets.slider("Candidates per step", cls,
                                                          root + "candidates", 8, 512,
-                                                         key=f"{prefix}_candidates", step=8)
+                                                         key=f"{prefix}_candidates", step=4)
         with cols[2]:
             values[root + "top_k"] = widgets.slider("Top-k tokens per position", cls,
                                                     root + "top_k", 1, 256, key=f"{prefix}_top_k")

@@ -23,7 +23,7 @@ def queue_wait() -> tuple[int, float | None]:
 
 
 @st.cache_data(show_spinner="Measuring this machine's speed…", max_entries=64)
-def _estimate(model_name: str, device: str, experiment: str, _cfg_key, _lm, _cfg):
+def _estimate(model_name: str, device: str, experiment: str, cfg_key: str, _lm, _cfg):
     return cost.estimate(_lm, experiment, _cfg)
 
 

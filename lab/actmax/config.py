@@ -30,7 +30,7 @@ MAX_CORPUS_TOP = 100       # best windows shown; each is measured again (a full 
 METHOD_DEFAULTS: dict[str, dict] = {
     "continuous": {"steps": 500},
     "pez": {"steps": 200},
-    "discrete": {"steps": 100, "candidates": 128, "top_k": 64},
+    "discrete": {"steps": 60, "candidates": 128, "top_k": 64},
     "epo": {"steps": 25, "candidates": 60, "top_k": 64, "epo_lams": (0.0, 0.5, 2.0)},
 }
 # bf16_rank's default where a bfloat16 forward is fast (AMX / AVX512-BF16, or a GPU): each
@@ -100,7 +100,7 @@ class ActMaxConfig:
                            "(0..d_model-1) or, for mlp.hook_post, an MLP neuron (0..d_mlp-1)", min=0)
     n_tokens: int = param(5, "length of the optimized input sequence", min=1, max=MAX_TOKENS)
     steps: int | None = param(None, "optimization steps (default: the method's: continuous 500, "
-                                    "pez 200, discrete 100, epo 25)", min=1)
+                                    "pez 200, discrete 60, epo 25)", min=1)
     lr: float = param(1e-3, f"Adam learning rate (the seeds' value; at most {MAX_LR:g})", gt=0,
                       max=MAX_LR)
     l2: float = param(DEFAULT_L2, "weight of the L2 penalty ||x||^2, summed over one restart's "
