@@ -216,3 +216,36 @@ def run_with_hooks(lm: LabModel, names: list[str], input_ids: torch.Tensor | Non
     if missing:
         raise RuntimeError(f"hooks did not fire: {missing}")
     return dict(cache)
+
+
+# ---------------------------------------------------------------- editing an activation
+
+def _replace_first(output, patch):
+    return (patch(output[0]), *output[1:]) if isinstance(output, tuple) else patch(output)
+
+
+def register_patch(lm: LabModel, point: HookPoint, patch, tid: int):
+    """A hook that replaces the activation of `point` by `patch(x)` in thread `tid`'s forwards
+    (the feature view's splice, steering's added vector); the caller removes the handle."""
+    arch, model = lm.arch, lm.model
+
+    def pre_embed(module, args, kwargs):
+        if threading.get_ident() != tid:
+            return None
+        if args:
+            return (patch(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": patch(kwargs["hidden_states"])}
+
+    def pre_neurons(module, args):
+        return (patch(args[0]), *args[1:]) if threading.get_ident() == tid else None
+
+    def post(module, args, output):
+        return _replace_first(output, patch) if threading.get_ident() == tid else None
+
+    if point.kind == "embed":
+        return arch.blocks_of(model)[0].register_forward_pre_hook(pre_embed, with_kwargs=True)
+    if point.kind == "mlp_post":
+        return arch.mlp_out_proj_of(model, point.layer).register_forward_pre_hook(pre_neurons)
+    module = (arch.mlp_of(model, point.layer) if point.kind == "mlp_out"
+              else arch.blocks_of(model)[point.layer])
+    return module.register_forward_hook(post)

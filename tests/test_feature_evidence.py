@@ -214,7 +214,7 @@ def test_prepend_bos_is_written_as_done_and_honoured(tmp_path, tiny):
     del cfg["prepend_bos"]                     # SAELens's default when a folder says nothing
     (tmp_path / "lab" / "cfg.json").write_text(json.dumps(cfg))
     assert load_sae(str(tmp_path / "lab")).prepend_bos
-    from lab.feature.run import _bos
+    from lab.feature.run import bos_token as _bos
     tiny.tokenizer.bos_token = tiny.tokenizer.bos_token or tiny.tokenizer.eos_token
     assert _bos(tiny, with_bos) == tiny.tokenizer.bos_token_id
 

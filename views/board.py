@@ -5,10 +5,10 @@ import time
 
 import streamlit as st
 
-from lab.board import NeedsCode, Refused, agreement, changed_settings, groups, sae_agreement
-from lab.board.stats import actmax_table, feature_sentence, feature_table, label
-from lab.charts import board as charts
+from lab.board import NeedsCode, Refused, changed_settings, groups
+from lab.board.stats import actmax_table, feature_sentence, feature_table
 from lab.registry import get
+from ui.board_cache import agreement_spec as _spec, group_stats as _stats, shared_rows
 from ui.share import board, class_code, session_id
 
 WATCH_S = 0.5    # how often a page looks for new shares (one small query); it redraws only then
@@ -30,24 +30,6 @@ BOARD = board()
 def md(text) -> str:
     """Text from a record, safe inside markdown (every markup character escaped)."""
     return "".join("\\" + ch if ch in _MD else ch for ch in str(text))
-
-
-@st.cache_resource(max_entries=8)
-def _rows(path: str, signature: tuple) -> list[dict]:
-    """The visible shares, read once per change of the board (shared by all sessions)."""
-    return BOARD.rows()
-
-
-@st.cache_resource(max_entries=64)
-def _stats(kind: str, key: str, ids: tuple, _group):
-    """A group's statistics, computed once per set of shares."""
-    return agreement(_group) if kind == "optima" else sae_agreement(_group)
-
-
-@st.cache_resource(max_entries=64)
-def _spec(key: str, ids: tuple, _a) -> dict:
-    """A group's cosine matrices as Vega-Lite, built once per set of shares."""
-    return charts.agreement_spec(_a.cosine, _a.null_cosine, _a.labels)
 
 
 @st.fragment(run_every=WATCH_S)
@@ -148,7 +130,7 @@ def _guarded(action) -> None:
 
 signature = BOARD.signature()
 st.session_state["board_drawn"] = time.monotonic()
-rows = _rows(str(BOARD.path), signature)
+rows = shared_rows(BOARD, signature)
 if not rows:
     st.info("Nothing shared yet. Run an experiment, then press **Share to the class board** "
             "under its result.", icon=":material/groups:")

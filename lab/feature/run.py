@@ -15,7 +15,6 @@ into a result (what a Stop keeps: the windows scanned and the causal rows done s
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -24,36 +23,19 @@ import pandas as pd
 import torch
 
 from lab import hooks
-from lab.corpus.sources import Source, held_out, resolve
+from lab.corpus.sources import Source
 from lab.experiment import report
 from lab.feature import causal
 from lab.feature.config import FeatureConfig
-from lab.feature.examples import WINDOW_LEN, Scan, examples, mark_targets, run_scan
+from lab.feature.examples import WINDOW_LEN, Scan, examples, run_scan
 from lab.feature.output import effect_table, output_effect
 from lab.feature.result import FeatureResult
 from lab.feature.splice import Edit, logits, patch_for, splice
 from lab.feature.store import sae_folder
+from lab.feature.texts import Texts, bos_token, choose_texts, pick_latent
 from lab.sae.saelens import LoadedSAE, check_fits, load_sae
 from lab.sae.stats import data_warning
 from lab.scan import Corpus, scan_corpus
-from lab.selectivity import word_mask
-
-PICK_WINDOW = 512        # tokens per forward when coding the selection text
-
-
-@dataclass
-class Texts:
-    """Which text does what, and where each came from (the page says it)."""
-
-    kept: list[Source]              # the held-out corpus
-    left: list[Source]              # left out: the SAE trained on them
-    notes: list[str]                # one sentence per corpus decision
-    select: str                     # the text the latent is picked on
-    select_from: str                # where it came from, in words
-    causal: str                     # the causal check's text
-    causal_from: str
-    independent: bool               # are the pick and the test on different texts?
-
 
 @dataclass
 class State:
@@ -90,7 +72,7 @@ def run(lm, cfg: FeatureConfig, on_progress=None) -> FeatureResult:
     n_train = state.train_scan.corpus.ids.shape[0] if state.train_scan else 0
     total = 1 + n_win + n_causal + n_train
     step = lambda done, msg: report(on_progress, done, total, "step", msg, state)  # noqa: E731
-    bos = _bos(lm, loaded)
+    bos = bos_token(lm, loaded)
     state.scan_started = time.perf_counter()
     run_scan(lm, loaded, state.scan, lambda p: step(1 + p.done, p.message), bos)
     state.scan_seconds = time.perf_counter() - state.scan_started
@@ -138,13 +120,7 @@ def prepare(lm, cfg: FeatureConfig, loaded: LoadedSAE) -> State:
 
 def _start(lm, cfg: FeatureConfig, loaded: LoadedSAE) -> int:
     """The first position edited and counted: 1 after a BOS or with skip_first."""
-    return int(cfg.skip_first or _bos(lm, loaded) is not None)
-
-
-def _bos(lm, loaded: LoadedSAE) -> int | None:
-    """The token to put first when the SAE was trained with one (its prepend_bos)."""
-    bos = getattr(lm.tokenizer, "bos_token_id", None)
-    return int(bos) if loaded.prepend_bos and bos is not None else None
+    return int(cfg.skip_first or bos_token(lm, loaded) is not None)
 
 
 def _corpus(lm, sources: list[Source], what: str) -> Corpus:
@@ -155,69 +131,11 @@ def _corpus(lm, sources: list[Source], what: str) -> Corpus:
                          "more corpus sources or add extra text") from None
 
 
-# ---------------------------------------------------------------- which text does what
-
-def choose_texts(cfg: FeatureConfig, loaded: LoadedSAE) -> Texts:
-    sources = [resolve(n) for n in cfg.sources]
-    if cfg.corpus:
-        sources.append(Source("extra text (config)", cfg.corpus))
-    kept, left, notes = held_out(sources, loaded.training_data)
-    if not kept:
-        raise ValueError("every corpus source is text the SAE was trained on, so nothing is held "
-                         "out: tick another source or add extra text")
-    if cfg.text:
-        causal_text, causal_from = cfg.text, "the text given"
-    else:
-        causal_text = "\n\n".join(s.text.strip() for s in _by_target_density(kept, cfg.target))
-        causal_from = "the held-out corpus"
-    training = _training_text(loaded)
-    if cfg.select_text:
-        select, select_from = cfg.select_text, "the selection text given"
-    elif training is not None:
-        select, select_from = training, "the SAE's training text"
-    else:
-        select, select_from = causal_text, "the causal text (the SAE's training text is unknown)"
-    independent = select.strip() != causal_text.strip() and not _overlap(select, causal_text)
-    return Texts(kept, left, notes, select, select_from, causal_text, causal_from, independent)
-
-
-def _by_target_density(sources: list[Source], words) -> list[Source]:
-    """Most target words per character first (stable): the causal check needs them."""
-    def density(s: Source) -> float:
-        hits = sum(len(re.findall(rf"(?<!\w){re.escape(w)}(?!\w)", s.text, re.IGNORECASE))
-                   for w in words)
-        return hits / max(len(s.text), 1)
-    return sorted(sources, key=density, reverse=True)
-
-
-def _training_text(loaded: LoadedSAE) -> str | None:
-    """The SAE's training text, when every part of it is a source the lab can resolve to the
-    recorded hash; else None."""
-    if not loaded.training_data:
-        return None
-    parts = []
-    for rec in loaded.training_data:
-        try:
-            src = resolve(str(rec.get("name", "")))
-        except ValueError:
-            return None
-        if src.sha256 != rec.get("sha256"):
-            return None
-        parts.append(src.text.strip())
-    return "\n\n".join(parts)
-
-
-def _overlap(a: str, b: str, n: int = 80) -> bool:
-    """Do two texts share a passage of `n` characters (one contains part of the other)?"""
-    short, long_ = sorted((a.strip(), b.strip()), key=len)
-    return any(short[i:i + n] in long_ for i in range(0, max(len(short) - n, 0) + 1, n))
-
-
 # ---------------------------------------------------------------- forwards over the texts
 
 @torch.no_grad()
 def text_run(lm, loaded: LoadedSAE, text: str, max_tokens: int, start: int) -> causal.TextRun:
-    bos = _bos(lm, loaded)
+    bos = bos_token(lm, loaded)
     enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
     if bos is not None:
@@ -240,62 +158,6 @@ def resid_hook(lm, hook: str) -> str:
     """The residual stream an edit at `hook` joins: the output of the hook's block."""
     point = hooks.parse_hook(lm, hook)
     return hooks.EMBED if point.kind == "embed" else hooks.resid_post(point.layer)
-
-
-@torch.no_grad()
-def pick_latent(lm, loaded: LoadedSAE, texts: Texts, cfg: FeatureConfig, start: int,
-                base: causal.TextRun) -> tuple[int, str]:
-    """The latent whose mean activation on the target words' tokens of the selection text
-    exceeds its mean on the other tokens the most."""
-    if texts.select.strip() == texts.causal.strip():
-        on, off, n_on, n_off = _means(base.z, _mask(texts.causal, base.spans, cfg.target, start))
-    else:
-        on, off, n_on, n_off = _select_means(lm, loaded, texts.select, cfg.target, start)
-    if not n_on:
-        raise ValueError(f"none of the target words occurs in {texts.select_from}, so no latent "
-                         "can be picked for them: give a latent number or a selection text")
-    latent = int(torch.argmax(on - off))
-    return latent, (f"picked on {texts.select_from}: mean activation {on[latent]:.3g} on the "
-                    f"target words' {n_on} tokens, {off[latent]:.3g} on the other {n_off}")
-
-
-def _mask(text: str, spans, words, start: int) -> np.ndarray:
-    mask, _ = word_mask(text, spans, words)
-    valid = np.ones(len(spans), dtype=bool)
-    valid[:start] = False
-    return np.where(valid, mask, False), valid & ~mask
-
-
-def _means(z: torch.Tensor, masks) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    on, off = (torch.as_tensor(m) for m in masks)
-    z = z.cpu()
-    return (z[on].sum(0) / max(int(on.sum()), 1), z[off].sum(0) / max(int(off.sum()), 1),
-            int(on.sum()), int(off.sum()))
-
-
-def _select_means(lm, loaded: LoadedSAE, text: str, words, start: int):
-    """The selection text in windows of PICK_WINDOW tokens (each behind the BOS when the SAE
-    takes one, its first position left out as the causal text's is): summed codes only."""
-    bos = _bos(lm, loaded)
-    enc = lm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
-    target, _ = word_mask(text, spans, words)
-    width = min(PICK_WINDOW, int(lm.n_ctx) - (bos is not None))
-    sums = [torch.zeros(loaded.n_latents), torch.zeros(loaded.n_latents)]
-    counts = [0, 0]
-    for i in range(0, len(ids), width):
-        chunk = ids[i:i + width]
-        x = torch.tensor([([bos] if bos is not None else []) + chunk], device=lm.device)
-        h = hooks.run_with_hooks(lm, [loaded.hook], input_ids=x, detach=True)[loaded.hook][0]
-        z = loaded.sae.encode(h.float()).cpu()[(bos is not None):]
-        on = torch.as_tensor(target[i:i + len(chunk)]).clone()
-        keep = torch.ones(len(chunk), dtype=torch.bool)
-        if start and bos is None:
-            keep[0] = False           # each window's first token is a sink too
-        for j, m in enumerate((on & keep, ~on & keep)):
-            sums[j] += z[m].sum(0)
-            counts[j] += int(m.sum())
-    return sums[0] / max(counts[0], 1), sums[1] / max(counts[1], 1), counts[0], counts[1]
 
 
 # ---------------------------------------------------------------- the causal check

@@ -61,36 +61,6 @@ def patch_for(loaded: LoadedSAE, edit: Edit, skip_first: bool = True) -> Patch:
     return patch
 
 
-def _replace_first(output, patch: Patch):
-    return (patch(output[0]), *output[1:]) if isinstance(output, tuple) else patch(output)
-
-
-def _register(lm, point: hooks.HookPoint, patch: Patch, tid: int):
-    """A hook that replaces the activation of `point` (the module map of lab.hooks)."""
-    arch, model = lm.arch, lm.model
-
-    def pre_embed(module, args, kwargs):
-        if threading.get_ident() != tid:
-            return None
-        if args:
-            return (patch(args[0]), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": patch(kwargs["hidden_states"])}
-
-    def pre_neurons(module, args):
-        return (patch(args[0]), *args[1:]) if threading.get_ident() == tid else None
-
-    def post(module, args, output):
-        return _replace_first(output, patch) if threading.get_ident() == tid else None
-
-    if point.kind == "embed":
-        return arch.blocks_of(model)[0].register_forward_pre_hook(pre_embed, with_kwargs=True)
-    if point.kind == "mlp_post":
-        return arch.mlp_out_proj_of(model, point.layer).register_forward_pre_hook(pre_neurons)
-    module = (arch.mlp_of(model, point.layer) if point.kind == "mlp_out"
-              else arch.blocks_of(model)[point.layer])
-    return module.register_forward_hook(post)
-
-
 @contextmanager
 def splice(lm, hook: str, patch: Patch) -> Iterator[None]:
     """Every forward of this thread inside the block has `patch` applied at `hook`."""
@@ -98,7 +68,7 @@ def splice(lm, hook: str, patch: Patch) -> Iterator[None]:
     handle = None
     try:
         with lm.lock:
-            handle = _register(lm, point, patch, threading.get_ident())
+            handle = hooks.register_patch(lm, point, patch, threading.get_ident())
         yield
     finally:
         if handle is not None:

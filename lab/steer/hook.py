@@ -27,38 +27,6 @@ def _add(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return x + delta[:, None, :].to(x.dtype)
 
 
-def _register(lm: LabModel, point: hooks.HookPoint, delta: torch.Tensor, tid: int):
-    arch, model = lm.arch, lm.model
-
-    def mine() -> bool:
-        return threading.get_ident() == tid
-
-    def pre_embed(module, args, kwargs):
-        if not mine():
-            return None
-        if args:
-            return (_add(args[0], delta), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": _add(kwargs["hidden_states"], delta)}
-
-    def pre_neurons(module, args):
-        return (_add(args[0], delta), *args[1:]) if mine() else None
-
-    def post(module, args, output):
-        if not mine():
-            return None
-        if isinstance(output, tuple):
-            return (_add(output[0], delta), *output[1:])
-        return _add(output, delta)
-
-    if point.kind == "embed":
-        return arch.blocks_of(model)[0].register_forward_pre_hook(pre_embed, with_kwargs=True)
-    if point.kind == "mlp_post":
-        return arch.mlp_out_proj_of(model, point.layer).register_forward_pre_hook(pre_neurons)
-    module = (arch.mlp_of(model, point.layer) if point.kind == "mlp_out"
-              else arch.blocks_of(model)[point.layer])
-    return module.register_forward_hook(post)
-
-
 @contextmanager
 def steering(lm: LabModel, hook: str, delta: torch.Tensor) -> Iterator[None]:
     """Inside the block, this thread's forwards have `delta[row]` [batch, width] added at
@@ -72,7 +40,8 @@ def steering(lm: LabModel, hook: str, delta: torch.Tensor) -> Iterator[None]:
     handle = None
     try:
         with lm.lock:
-            handle = _register(lm, point, delta, threading.get_ident())
+            handle = hooks.register_patch(lm, point, lambda x: _add(x, delta),
+                                         threading.get_ident())
         yield
     finally:
         if handle is not None:
