@@ -25,6 +25,7 @@ class Experiment:
     # the smallest settings that still exercise the whole run (the smoke test's config):
     # field paths ("sae.epochs") -> values, applied to the config's defaults
     smoke: dict = field(default_factory=dict, compare=False)
+    entry: str = "run"   # the module's function `entry(lm, cfg, on_progress, **reuse)`
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -38,7 +39,7 @@ class Experiment:
         (e.g. hidden's captured `states`), never settings: those are all in `cfg`."""
         if not isinstance(cfg, self.config_class):
             raise TypeError(f"{self.name} takes a {self.config}, got {type(cfg).__name__}")
-        return self.load().run(lm, cfg, on_progress, **reuse)
+        return getattr(self.load(), self.entry)(lm, cfg, on_progress, **reuse)
 
     def partial_result(self, lm, cfg, partial: Any):
         """What a stopped run shows: the module's `partial_result`, else the partial itself."""
@@ -87,6 +88,16 @@ EXPERIMENTS: tuple[Experiment, ...] = (
 )
 
 
+# Work a page needs that is not an experiment of its own (no menu entry, no CLI command, no
+# smoke test): queued, prioritized and cached by the runner like the experiments above.
+TASKS: tuple[Experiment, ...] = (
+    Experiment("sae-rescore", "Rescore an SAE", "", "The SAE page's run scored for other word lists.",
+               "lab.sae_text", "RescoreConfig", "", entry="rescore_run"),
+    Experiment("laminar-rates", "This machine's speed", "", "A forward and two SAE epochs, timed.",
+               "lab.laminar.cost", "RatesConfig", "", entry="measure"),
+)
+
+
 def get(name: str) -> Experiment:
     for e in EXPERIMENTS:
         if e.name == name:
@@ -95,8 +106,8 @@ def get(name: str) -> Experiment:
 
 
 def for_config(cfg) -> Experiment:
-    """The experiment whose config class `cfg` is an instance of."""
-    for e in EXPERIMENTS:
+    """The experiment (or task) whose config class `cfg` is an instance of."""
+    for e in EXPERIMENTS + TASKS:
         if type(cfg).__name__ == e.config and isinstance(cfg, e.config_class):
             return e
     raise ValueError(f"no experiment takes a {type(cfg).__name__}")

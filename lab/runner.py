@@ -33,6 +33,7 @@ from lab.cache import DiskCache, ResultCache
 
 CACHE_BYTES = 1 << 30          # shared result cache: 1 GiB (the one place this is set)
 WORKER_NICE = 10               # workers' niceness (0 = as the pages; 19 = lowest priority)
+STOPPING_WAIT_S = 30.0         # a Stop's result: how long a page waits for the worker to make it
 THREADS_PER_JOB = 1            # torch threads per running job (bench/class_load.py measures)
 
 
@@ -54,6 +55,8 @@ class Job:
     started: float | None = None
     finished: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    reuse: dict = field(default_factory=dict)     # passed to the run, not in the key
+    stopped: dict = field(default_factory=dict)   # id(progress) -> (progress, its result): see stopped_result
 
     @property
     def active(self) -> bool:
@@ -65,6 +68,7 @@ class Handle:
 
     def __init__(self, runner: "Runner", job: Job, session: str):
         self._runner, self.job, self.session = runner, job, session
+        self._stopped_at: Progress | None = None     # the newest progress when this session left
 
     @property
     def status(self) -> str:
@@ -95,16 +99,30 @@ class Handle:
 
     @property
     def result(self) -> Any:
-        """The final result, or (stopped, cancelled) the last partial."""
-        if self.job.status == "done":
+        """Always a result, never a partial: the final one, or, for a session that left before
+        the end (Stop), the experiment's result of the newest partial it saw, made here once
+        (the module's `partial_result`). None when the job stopped before any progress."""
+        if self.job.status == "done" and self._stopped_at is None:
             return self.job.result
-        return self.job.progress.partial if self.job.progress is not None else None
+        if self.job.active and not self.job.waiters:
+            self.job.done.wait(STOPPING_WAIT_S)    # the worker is making the result: see _run
+        # cancelled: nobody ran on, so its last progress is the most there is; done (others
+        # waited on): what this session saw when it left, not the others' final result
+        last = self.job.status == "cancelled" or self._stopped_at is None
+        return self._runner.stopped_result(self.job, self.job.progress if last else self._stopped_at)
+
+    @property
+    def stopped(self) -> bool:
+        """This session left the job before it finished: `result` is what was computed by then."""
+        return self._stopped_at is not None
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.job.done.wait(timeout)
 
     def detach(self) -> None:
         """This session stops waiting; the job is cancelled when no one else waits."""
+        if self.job.active:
+            self._stopped_at = self.job.progress
         self._runner.detach(self.job, self.session)
 
 
@@ -127,7 +145,9 @@ class Runner:
 
     # ---------------------------------------------------------------- sessions' side
 
-    def submit(self, model: str, device: str, cfg, session: str) -> Handle:
+    def submit(self, model: str, device: str, cfg, session: str, reuse: dict | None = None) -> Handle:
+        """`reuse`: work already done that the run accepts (an experiment's `**reuse`), never
+        part of the key: `cfg` must name everything the result depends on."""
         exp = self._resolve(cfg)
         key = (model, device, exp.name, cfg)
         with self._lock:
@@ -146,12 +166,26 @@ class Runner:
                 return Handle(self, job, session)
             job = self._jobs.get(key)
             if job is None:
-                job = Job(key, exp, cfg, model, device, next(self._counter))
+                job = Job(key, exp, cfg, model, device, next(self._counter), reuse=reuse or {})
                 self._jobs[key] = job
             job.waiters.add(session)
             self._of_session[session] = job
             self._lock.notify_all()
             return Handle(self, job, session)
+
+    def stopped_result(self, job: Job, progress: Progress | None) -> Any:
+        """The result of a stopped run: the experiment's `partial_result` of `progress`,
+        computed once per progress step, whichever sessions ask."""
+        if progress is None or progress.partial is None:
+            return None
+        with self._lock:
+            done = job.stopped.get(id(progress))
+        if done is not None and done[0] is progress:
+            return done[1]
+        result = job.exp.partial_result(self._load(job.model, job.device), job.cfg, progress.partial)
+        with self._lock:
+            job.stopped[id(progress)] = (progress, result)
+        return result
 
     def detach(self, job: Job, session: str) -> None:
         with self._lock:
@@ -234,8 +268,13 @@ class Runner:
                 raise Cancelled
         try:
             lm = self._load(job.model, job.device)
-            result = job.exp.run(lm, job.cfg, on_progress)
-        except Cancelled:
+            result = job.exp.run(lm, job.cfg, on_progress, **job.reuse)
+            job.reuse = {}      # let go of what it was given
+        except Cancelled:   # the result of what was computed is made here, before the end is signalled
+            try:
+                self.stopped_result(job, job.progress)
+            except Exception:   # a failed summary is the asking page's sentence (Handle.result)
+                pass
             with self._lock:
                 self._end_locked(job, "cancelled")
             return

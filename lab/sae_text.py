@@ -255,6 +255,28 @@ class SAETextResult:
         return to_zip_bytes(self.sae, self.metadata())
 
 
+@dataclass(frozen=True)
+class RescoreConfig:
+    """A finished (or stopped) SAE-page run scored for other word lists: the runner's key. The
+    run is named by its config and the epochs it trained (a stopped run differs from the
+    finished one); the run's result itself is handed over as `result`, outside the key."""
+    run: SAETextConfig
+    epochs_done: int
+    selectivity: SelectivityConfig
+
+
+def rescore_config(result: SAETextResult, sel: SelectivityConfig) -> RescoreConfig:
+    return RescoreConfig(result.config, result.epochs_done, sel)
+
+
+def rescore_run(lm, cfg: RescoreConfig, on_progress=None, *, result: SAETextResult) -> SAETextResult:
+    """The runner's entry for a rescore: `result` scored for `cfg.selectivity` (no retraining)."""
+    if (result.config, result.epochs_done) != (cfg.run, cfg.epochs_done):
+        raise ValueError("this rescore names another run than the one it was given")
+    report(on_progress, 0, 1, "scores", f"scoring latents with {cfg.selectivity.n_shuffles} shuffles")
+    return result.rescore(cfg.selectivity)
+
+
 def _lists(x):
     if isinstance(x, dict):
         return {k: _lists(v) for k, v in x.items()}

@@ -337,9 +337,13 @@ def chart_data(at, i) -> list[dict]:
 
 @pytest.fixture
 def forwards(monkeypatch):
-    """Counts the model forwards the page runs; starts from an empty st.cache_data."""
+    """Counts the model forwards the page runs; starts with no forward kept anywhere (lab.hidden's
+    reuse, a fresh runner: its result cache)."""
     import streamlit as st
+    from lab.cache import ResultCache
     st.cache_data.clear()
+    st.cache_resource.clear()       # the page's runner (ui.jobs.runner) and its result cache
+    monkeypatch.setattr(H, "FORWARDS", ResultCache(H.FORWARD_BYTES))
     calls = []
     real = lab.hooks.forward
 

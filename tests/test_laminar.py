@@ -296,7 +296,7 @@ def test_page_runs_a_tiny_sweep_and_draws_all_layers():
     _small(at).button(key="lam_run").click()
     at.run()
     assert not at.exception
-    run = at.session_state["lam_results"]["tiny-gpt2"]
+    run = next(r["result"] for r in at.session_state["runs:laminar"] if r["result"].model == "tiny-gpt2")
     assert run.finished and run.rows["layer"].tolist() == [0, 1, 2]
     assert "Wall time" in _texts(at) and "for 3 layers" in _texts(at)
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
@@ -464,3 +464,16 @@ def test_page_offers_the_device_and_the_cluster_when_one_is_configured(monkeypat
     assert "127.0.0.1:6379" in cluster.help
     cluster.check().run()
     assert "On the cluster the layers train side by side" in _texts(at) and not at.exception
+
+
+def test_the_speed_probe_is_keyed_only_on_what_changes_the_speed(tiny):
+    from dataclasses import replace
+    from lab.registry import for_config
+    key = laminar.rates_config(tiny, TINY)
+    assert for_config(key).name == "laminar-rates"
+    same = replace(TINY, sae=replace(TINY.sae, epochs=TINY.sae.epochs + 7, lr=3e-4, seed=9))
+    assert laminar.rates_config(tiny, same) == key          # epochs, lr, seed: no new probe
+    wider = replace(TINY, sae=replace(TINY.sae, batch_size=TINY.sae.batch_size * 2))
+    assert laminar.rates_config(tiny, wider) != key
+    f_rate, s_rate = for_config(key).run(tiny, key)
+    assert f_rate > 0 and s_rate > 0

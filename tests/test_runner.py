@@ -62,12 +62,27 @@ def run(lm, cfg: FakeConfig, on_progress=None):
     return FakeResult(cfg.seed, np.zeros(1000))
 
 
+CONVERTED: list[int] = []   # the step of every partial turned into a result
+
+
+@dataclass(frozen=True)
+class FakeStopped:
+    """What a stopped fake run shows: a result type of its own, so a test sees the conversion."""
+    seed: int
+    steps_done: int
+
+
+def partial_result(lm, cfg: FakeConfig, partial: FakeResult) -> FakeStopped:
+    CONVERTED.append(len(partial.values))
+    return FakeStopped(partial.seed, len(partial.values))
+
+
 FAKE = Experiment("fake", "Fake", "", "a fake experiment", __name__, "FakeConfig", "views/none.py")
 
 
 @pytest.fixture
 def runner():
-    GATES.clear(), STARTED.clear(), RUNS.clear(), NICE.clear()
+    GATES.clear(), STARTED.clear(), RUNS.clear(), NICE.clear(), CONVERTED.clear()
     return Runner(load=lambda model, device: model, workers=1, threads_per_job=None,
                   resolve=lambda cfg: FAKE)
 
@@ -130,7 +145,8 @@ def test_detach_keeps_a_shared_job_and_cancel_stops_an_unshared_one(runner):
     c.detach()
     gate(2).set()                                   # nobody else waits: cancelled at a callback
     assert c.wait(5) and c.status == "cancelled" and 2 not in RUNS
-    assert c.result is not None and c.result.seed == 2   # the partial a Stop keeps
+    assert c.result == FakeStopped(2, 3)        # a result made from the last partial (step 3:
+    assert c.result is c.result and CONVERTED == [3]   # where it noticed), once, in the worker
     assert ("m", "cpu", "fake", FakeConfig(seed=2, steps=50)) not in runner.cache
 
 
@@ -218,7 +234,7 @@ def test_disk_cache_serves_what_warm_wrote(tmp_path):
     key = ("m", "cpu", "fake", FakeConfig(seed=5))
     disk.put(key, FakeResult(5, np.arange(3)))
     assert disk.get(("m", "cpu", "fake", FakeConfig(seed=6))) is None
-    GATES.clear(), STARTED.clear(), RUNS.clear(), NICE.clear()
+    GATES.clear(), STARTED.clear(), RUNS.clear(), NICE.clear(), CONVERTED.clear()
     warm = Runner(load=lambda m, d: m, workers=1, threads_per_job=None,
                   resolve=lambda cfg: FAKE, disk=disk)
     h = warm.submit("m", "cpu", FakeConfig(seed=5), "alice")
@@ -268,3 +284,15 @@ def test_warm_computes_at_the_servers_thread_count(tmp_path, monkeypatch):
         torch.set_num_threads(before)
     assert seen == [THREADS_PER_JOB]
     assert any(tmp_path.rglob("*.pkl"))
+
+
+def test_a_session_that_stops_a_shared_job_gets_the_result_of_what_it_saw(runner):
+    a = runner.submit("m", "cpu", FakeConfig(seed=3, steps=5), "alice")
+    b = runner.submit("m", "cpu", FakeConfig(seed=3, steps=5), "bob")
+    gate(3).step(2)
+    assert wait_until(lambda: a.progress is not None and a.progress.done == 2)
+    a.detach()                                   # alice stops after step 2; bob waits on
+    gate(3).set()
+    assert b.wait(5) and b.status == "done" and len(b.result.values) == 1000
+    assert a.stopped and not b.stopped
+    assert a.result == FakeStopped(3, 2)         # her snapshot, not bob's final result

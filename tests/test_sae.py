@@ -458,6 +458,24 @@ def test_rescore_changes_the_word_lists_without_retraining(tiny):
         res.rescore(lsel.SelectivityConfig(target=("Narnia",)))
 
 
+def test_a_rescore_is_a_runner_job_keyed_on_the_run_and_the_word_lists(tiny):
+    from lab.registry import for_config
+    from lab.runner import Runner
+    res = sae_text.run(tiny, _small(seed=4, **{"sae.epochs": 2}))
+    sel = lsel.SelectivityConfig(target=("Hungary",), n_shuffles=100)
+    cfg = sae_text.rescore_config(res, sel)
+    assert for_config(cfg).name == "sae-rescore" and hash(cfg) == hash(sae_text.rescore_config(res, sel))
+    runner = Runner(load=lambda m, d: tiny, workers=1, threads_per_job=None)
+    a = runner.submit("tiny-gpt2", "cpu", cfg, "alice", reuse={"result": res})
+    assert a.wait(30) and a.status == "done", a.error
+    assert a.result.selectivity.table.equals(res.rescore(sel).selectivity.table)
+    b = runner.submit("tiny-gpt2", "cpu", cfg, "bob", reuse={"result": res})
+    assert b.status == "done" and b.result is a.result            # served from the cache
+    other = sae_text.run(tiny, _small(seed=5, **{"sae.epochs": 2}))
+    with pytest.raises(ValueError, match="another run"):
+        sae_text.rescore_run(tiny, cfg, result=other)
+
+
 def test_configs_hold_the_rules(tiny):
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         SAEConfig(epochs=0)

@@ -4,13 +4,14 @@ survive the stop.
 Runs go to the process's one `lab.runner.Runner` (identical settings run once for the whole
 class; a fair queue). The page follows its job; Streamlit ends a waiting script when the user
 clicks any button (the script reruns) or leaves, and the page then detaches from the job.
-The newest `Progress.partial` is kept in `st.session_state`, so after a Stop the rerun shows
-it (through the experiment's `partial_result`), marked as stopped.
+The page keeps its runner `Handle`; after a Stop the rerun asks it for its result, which the
+runner makes from the newest partial (the experiment's `partial_result`): a page only ever
+sees results, marked as stopped when the run did not finish.
 
     exp = registry.get("actmax")
     if st.button("Run"):
         run_live(lm, exp, cfg, draw=lambda partial: ...)   # progress bar, Stop, live chart
-    result = job_result(lm, exp)        # finished, or what a stopped run computed
+    result = job_result(lm, exp)        # finished, or the result of what a stopped run computed
     if result is not None:
         Job(exp.name).caption()         # "stopped after ..." when it did not finish
         draw(result)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from typing import Any, Callable
 
 import streamlit as st
@@ -52,21 +54,20 @@ class Job:
                                                                "config": None, "progress": "",
                                                                "model": None})
 
-    def start(self, config: Any = None, model: str | None = None) -> None:
+    def start(self, config: Any = None, model: str | None = None, handle=None) -> None:
+        """A run begins; `handle` (the runner's) makes its result if the page stops following."""
         st.session_state[f"job:{self.key}"] = {"status": "running", "result": None,
-                                               "config": config, "progress": "", "model": model}
+                                               "config": config, "progress": "", "model": model,
+                                               "handle": handle}
 
     def touch(self) -> None:
         """Read this job's state: Streamlit checks for a pending rerun (a Stop) on every
         session-state access, so a cheap read is a point where a click can end the script."""
         self._state
 
-    def update(self, partial: Any, progress: str = "") -> None:
-        self._state["result"] = partial
-        self._state["progress"] = progress
-
     def finish(self, result: Any) -> None:
         self._state["status"] = "done"
+        self._state.pop("handle", None)
         self.keep(result)
 
     def keep(self, result: Any, **extra) -> None:
@@ -99,20 +100,80 @@ class Job:
 
 
 def trim(states, keep: str, budget: int = SESSION_BYTES) -> list[str]:
-    """Let a session's oldest page results go until its results fit `budget` bytes; the one
-    under `keep` (just finished) stays. Returns the keys let go. A page let go shows its
-    start screen again; pressing Run on the same settings is served from the shared cache."""
-    jobs = [k for k in list(states.keys()) if str(k).startswith("job:")
-            and states[k].get("result") is not None]
-    total = sum(states[k].get("bytes", 0) for k in jobs)
+    """Let a session's oldest kept results go until they fit `budget` bytes: every page's
+    latest result (`job:*`) and its past runs (`runs:*`, see `remember`) count. The one under
+    `keep` (just finished) and each page's newest past run stay. Returns what was let go
+    ("job:NAME", or "runs:NAME/ID"). A page let go shows its start screen again; pressing Run
+    on the same settings is served from the shared cache."""
+    items = []   # (at, bytes, key, run id or None)
+    for k in list(states.keys()):
+        k = str(k)
+        if k.startswith("job:") and states[k].get("result") is not None:
+            items.append((states[k].get("at", 0.0), states[k].get("bytes", 0), k, None))
+        elif k.startswith("runs:"):
+            items += [(r["at"], r["bytes"], k, r["id"]) for r in states[k][:-1]]
+            if states[k]:
+                newest = states[k][-1]
+                items.append((float("inf"), newest["bytes"], k, "newest"))
+    total = sum(b for _, b, _, _ in items)
     dropped = []
-    for k in sorted((k for k in jobs if k != keep), key=lambda k: states[k].get("at", 0.0)):
+    for at, size, k, rid in sorted(items, key=lambda i: i[0]):
         if total <= budget:
             break
-        total -= states[k].get("bytes", 0)
-        states[k].update(status="released", result=None, bytes=0)
-        dropped.append(str(k))
+        if k == keep or rid == "newest":
+            continue
+        total -= size
+        if rid is None:
+            states[k].update(status="released", result=None, bytes=0)
+            dropped.append(k)
+        else:
+            states[k][:] = [r for r in states[k] if r["id"] != rid]
+            dropped.append(f"{k}/{rid}")
     return dropped
+
+
+def remember(page: str, result: Any, max_runs: int) -> str | None:
+    """Add `result` to `page`'s past runs in this session (at most `max_runs`, oldest let go;
+    `trim` counts them in the session's budget). Returns its id; None when already there."""
+    runs = st.session_state.setdefault(f"runs:{page}", [])
+    if result is None or any(r["result"] is result for r in runs):
+        return None
+    run = {"id": uuid.uuid4().hex[:8], "result": result, "bytes": nbytes(result),
+           "at": time.monotonic()}
+    runs.append(run)
+    del runs[:-max_runs]
+    trim(st.session_state, keep=f"runs:{page}")
+    return run["id"]
+
+
+def past_runs(page: str) -> list[dict]:
+    """`page`'s past runs in this session, oldest first: [{"id", "result", ...}]."""
+    return st.session_state.get(f"runs:{page}", [])
+
+
+def forget(page: str, run_id: str | None = None) -> None:
+    """Drop one past run of `page` (or all of them with no id)."""
+    runs = st.session_state.get(f"runs:{page}", [])
+    runs[:] = [] if run_id is None else [r for r in runs if r["id"] != run_id]
+
+
+def compute(lm, cfg, what: str, **reuse) -> Any:
+    """A small job a page needs (a rescore, a speed probe: a registry task) through the shared
+    runner, queued, prioritized and cached like any run, behind a spinner saying `what`. It
+    does not replace the session's own run (its queue slot is its own). Raises ValueError with
+    the job's sentence when it fails."""
+    handle = runner().submit(lm.name, str(lm.device), cfg, session_id() + ":task", reuse=reuse)
+    try:
+        if not handle.wait(0):
+            with st.spinner(what):
+                while not handle.wait(POLL_S):
+                    pass
+    finally:
+        if handle.status in ("queued", "running"):
+            handle.detach()
+    if handle.status == "failed":
+        raise ValueError(handle.error)
+    return handle.result
 
 
 def stop_button(job: Job) -> None:
@@ -147,16 +208,14 @@ def run_live(lm, exp: Experiment, cfg, draw: Callable[[Any], None] | None = None
     any click, or the browser going away) detaches this session: the job is cancelled when
     no other session waits for it. Returns the result, or None (after saying why)."""
     job = Job(exp.name)
-    job.start(cfg, lm.name)
     handle = runner().submit(lm.name, str(lm.device), cfg, session_id())
+    job.start(cfg, lm.name, handle)
     stop_slot, note_slot, bar_slot, live_slot = st.empty(), st.empty(), st.empty(), st.empty()
     with stop_slot:
         stop_button(job)
     try:
         _follow(handle, job, note_slot, bar_slot, live_slot, draw)
-    finally:   # also on Stop: keep the newest partial, then stop waiting
-        if handle.progress is not None:
-            job.update(handle.progress.partial, handle.progress.message)
+    finally:   # also on Stop: stop waiting (job_result asks the handle for the result)
         if handle.status in ("queued", "running"):
             handle.detach()
     for slot in (stop_slot, note_slot, bar_slot, live_slot):
@@ -193,7 +252,6 @@ def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
         if p is None or time.monotonic() - last_bar < REDRAW_S:
             continue
         last_bar = time.monotonic()
-        job.update(p.partial, p.message)
         shared = handle.shared_with
         note = (f"Shared with {shared} other session(s): the same settings run once."
                 if shared else "")
@@ -209,15 +267,19 @@ def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
 
 
 def job_result(lm, exp: Experiment) -> Any:
-    """This page's latest result for the model in use: the finished one, or what a stopped run
-    computed (turned into a result once, then kept)."""
+    """This page's latest result for the model in use: the finished one, or the runner's result
+    of what a stopped run computed (asked for once, then kept)."""
     job = Job(exp.name)
     if job._state["status"] == "released":
         st.caption("This page's last result was let go to keep the server's memory bounded (newer "
                    "results on other pages came after it). Press Run again: finished runs stay in "
                    "the server's shared cache while it has room, so it is often instant.")
-    if job.model != lm.name or job.result is None:
+    if job.model != lm.name:
         return None
-    if job.stopped and not job._state.get("converted"):
-        job.keep(exp.partial_result(lm, job.config, job.result), converted=True)
+    handle = job._state.pop("handle", None) if job.stopped else None
+    if handle is not None:
+        # The script that followed the run is gone (a Stop or any click reruns the page, and
+        # Streamlit may start this run before that one has unwound): detach for it.
+        handle.detach()
+        job.keep(handle.result, progress=handle.progress.message if handle.progress else "")
     return job.result

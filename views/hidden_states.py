@@ -9,6 +9,7 @@ from lab.experiment import field_of
 from lab.hidden import HiddenConfig
 from lab.registry import get
 from ui import widgets
+from ui.jobs import Job, job_result, run_live
 from ui.common import current_model, first_line, seed
 
 PAGE_TOKENS = 1024  # the page's first token limit (the config's is the whole context): stays quick
@@ -23,18 +24,7 @@ st.markdown(
 )
 
 lm = current_model()
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _states(_lm, model_name: str, device: str, forward: HiddenConfig):
-    # The only expensive step, keyed on what the forward reads: statistics widgets never rerun it.
-    return hidden.capture(_lm, forward)
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _result(_lm, model_name: str, device: str, cfg: HiddenConfig):
-    states = _states(_lm, model_name, device, hidden.forward_config(cfg))
-    return get("hidden").run(_lm, cfg, states=states)
+EXP = get("hidden")
 
 
 def _label(state: int) -> str:
@@ -67,11 +57,22 @@ try:
     hidden.check_text(text)  # an emptied box is a mistake here, not the bundled paragraph
     cfg = HiddenConfig(text=text, max_tokens=int(max_tokens), keep_first_token=keep_first,
                        bin_scale=bin_scale, seed=seed())
-    with st.spinner("Running the model once over the text..."):
-        result = _result(lm, lm.name, str(lm.device), cfg)
 except ValueError as e:
     st.error(first_line(e), icon=":material/error:")
     st.stop()
+
+# No Run button: every setting is a job for the shared runner (a statistics setting reuses the
+# forward inside lab.hidden; settings seen before come from the runner's cache at once).
+job = Job(EXP.name)
+if job.config != cfg or job.model != lm.name or (job.result is None and not job.stopped):
+    run_live(lm, EXP, cfg)
+result = job_result(lm, EXP)
+if result is None:
+    if job.stopped:
+        st.info("Stopped before the forward pass finished: change a setting to run again.",
+                icon=":material/pause_circle:")
+    st.stop()
+job.caption()
 
 # ---------------------------------------------------------------- what was read
 used = result.max_tokens if result.truncated else result.n_text_tokens

@@ -21,10 +21,10 @@ from lab.laminar import LaminarConfig
 from lab.models import available_devices
 from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, job_result, run_live
+from ui.jobs import Job, compute, forget, job_result, past_runs, remember, run_live
 
 EXP = registry.get("laminar")
-RESULTS = "lam_results"    # session_state: {model name: LaminarResult}, overlaid in the charts
+MAX_MODELS = 8             # profiles overlaid at most (one per model; ui.jobs keeps them)
 SOURCES = ["Wikipedia article", "Bundled LED text", "Paste or upload"]
 X_LABELS = {"layer index": "layer", "relative depth": "relative_depth"}
 PRESET_CAPTIONS = {"quick": "fewer tokens, epochs and latents: the trend in ~2 min on 2 CPU cores",
@@ -204,16 +204,9 @@ def _fits(ids, cfg: LaminarConfig) -> bool:
         return False
 
 
-@st.cache_data(show_spinner="Measuring this machine's speed…", max_entries=16)
-def _rates(model_name: str, device: str, sae_device: str, window_len: int, sae, _lm):
-    cfg = LaminarConfig(window_len=window_len, sae=sae, sae_device=sae_device)
-    return laminar.measure_rates(_lm, cfg)
-
-
 def _estimate(cfg: LaminarConfig) -> None:
     where = "this machine's CPU" if cfg.ray else str(cfg.device_of(lm))
-    rates = _rates(lm.name, str(lm.device), "cpu" if cfg.ray else cfg.sae_device, cfg.window_len,
-                   cfg.sae, lm)
+    rates = compute(lm, laminar.rates_config(lm, cfg), "Measuring this machine's speed…")
     est = laminar.estimate(lm, cfg, rates)
     bound = (" The ReLU + L1 rate was measured on dense steps; real codes go sparse after a "
              "few epochs and train faster, so this is an upper bound."
@@ -229,14 +222,23 @@ def _estimate(cfg: LaminarConfig) -> None:
 # ---------------------------------------------------------------- run and results
 
 def _runs() -> dict:
-    return st.session_state.setdefault(RESULTS, {})
+    """The overlay: each model's latest profile in this session (ui.jobs' past runs)."""
+    return {r["result"].model: r["result"] for r in past_runs(EXP.name)}
+
+
+def _keep(result) -> None:
+    """A profile joins the overlay, replacing the same model's older one."""
+    if result is None or not len(result.rows):
+        return
+    for old in [r for r in past_runs(EXP.name) if r["result"].model == result.model]:
+        if old["result"] is not result:
+            forget(EXP.name, old["id"])
+    remember(EXP.name, result, MAX_MODELS)
 
 
 def _keep_latest() -> None:
     """This model's latest result (finished, or the layers a Stop kept) joins the overlay."""
-    result = job_result(lm, EXP)
-    if result is not None and len(result.rows):
-        _runs()[lm.name] = result
+    _keep(job_result(lm, EXP))
 
 
 def _run(cfg: LaminarConfig) -> None:
@@ -249,7 +251,7 @@ def _run(cfg: LaminarConfig) -> None:
 
     result = run_live(lm, EXP, cfg, draw=draw)
     if result is not None:
-        _runs()[lm.name] = result
+        _keep(result)
         st.rerun()   # redraw without the Stop button and the live charts
 
 
@@ -290,7 +292,7 @@ def _results() -> None:
 
 
 def _clear() -> None:
-    st.session_state.pop(RESULTS, None)
+    forget(EXP.name)
     Job(EXP.name).finish(None)   # or the latest run would come back on the next rerun
 
 

@@ -8,7 +8,6 @@ session (MAX_RUNS) and can be downloaded.
 from __future__ import annotations
 
 import json
-import uuid
 
 import streamlit as st
 
@@ -23,13 +22,14 @@ from lab.sae_text import SAETextConfig, SAETextResult
 from lab.selectivity import SelectivityConfig, parse_words
 from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import job_result, run_live
+from lab.sae_text import rescore_config
+from ui.jobs import compute, job_result, past_runs, remember, run_live
 from ui.share import share_button
 
 EXP = registry.get("sae")
 C = SAETextConfig
-RUNS = "sae_runs"              # session_state: list of {"id", "result"}, newest last
-MAX_RUNS = 6                   # older runs are dropped (each holds an SAE and its activations)
+MAX_RUNS = 6                   # older runs are dropped (each holds an SAE and its activations;
+                               # ui.jobs.trim also lets them go within the session's budget)
 SOURCES = ["Pálinka (default)", "Paste", "Upload"]
 # selectivity field -> widget key (the widgets sit under a run's results; Train reads them)
 SEL_KEYS = {"target": "sae_target", "control": "sae_control", "n_shuffles": "sae_shuffles",
@@ -128,13 +128,9 @@ def _live(state: sae_text.Training) -> None:
 
 def _keep(result: SAETextResult | None) -> None:
     """Add the page's newest result (finished, or kept by a Stop) to the session's runs once."""
-    runs = st.session_state.setdefault(RUNS, [])
-    # (a run the runner cancelled under us hands back its partial state, not a result)
-    if not isinstance(result, SAETextResult) or any(r["result"] is result for r in runs):
-        return
-    runs.append({"id": uuid.uuid4().hex[:8], "result": result})
-    del runs[:-MAX_RUNS]
-    st.session_state["sae_view"] = runs[-1]["id"]
+    run_id = remember(EXP.name, result, MAX_RUNS)
+    if run_id is not None:
+        st.session_state["sae_view"] = run_id
 
 
 def _run_label(run: dict) -> str:
@@ -146,17 +142,12 @@ def _run_label(run: dict) -> str:
 
 
 def _scored(run: dict, sel: SelectivityConfig) -> SAETextResult:
-    """The run scored for `sel`: memoised per run and word lists (no retraining)."""
+    """The run scored for `sel`: a runner job (queued and cached like any run, no retraining)."""
     result = run["result"]
     if sel == result.config.selectivity:
         return result
-    cache = st.session_state.setdefault("sae_rescored", {})
-    key = (run["id"], sel)
-    if key not in cache:
-        with st.spinner(f"Scoring latents with {sel.n_shuffles} shuffles..."):
-            cache.clear()
-            cache[key] = result.rescore(sel)
-    return cache[key]
+    return compute(lm, rescore_config(result, sel),
+                   f"Scoring latents with {sel.n_shuffles} shuffles...", result=result)
 
 
 def _selectivity_widgets(run_seed: int) -> SelectivityConfig:
@@ -322,7 +313,7 @@ if st.button("Train", type="primary", key="sae_train", icon=":material/play_arro
         run_live(lm, EXP, cfg, draw=_live)
 _keep(job_result(lm, EXP))
 
-runs = st.session_state.get(RUNS, [])
+runs = past_runs(EXP.name)
 if runs:
     ids = [r["id"] for r in runs]
     if st.session_state.get("sae_view") not in ids:

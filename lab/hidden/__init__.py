@@ -16,12 +16,13 @@ residual stream or only about the norm, and the two states tell which.
     stats.py     analyze(states, cfg) -> HiddenResult (a fraction of that)
     result.py    HiddenResult: tables, to_record(), frames(), brief()
 
-`run(lm, cfg)` is both steps. A page whose statistics widgets should not rerun the model
-caches `capture(lm, forward_config(cfg))` (equal for configs whose forwards are equal) and
-hands those states to `run(lm, cfg, states=...)`.
+`run(lm, cfg)` is both steps. It keeps its last forwards (FORWARDS, bounded in bytes, keyed on
+the model and `forward_config(cfg)`), so a statistics setting changed on the page, a new job
+for the runner, reuses the forward instead of rerunning the model.
 """
 from __future__ import annotations
 
+from lab.cache import ResultCache
 from lab.experiment import OnProgress, report
 from lab.hidden.capture import (HiddenStates, capture_states, hook_points, state_labels,
                                 tokenize)
@@ -35,6 +36,10 @@ __all__ = ["BIN_SCALES", "EMPTY_TEXT", "HiddenConfig", "HiddenResult", "HiddenSt
            "bin_edges", "capture", "capture_states", "check_plain", "check_text",
            "decode_upload", "default_text", "forward_config", "hook_points", "partial_result", "run", "state_labels",
            "symlog_constant", "tokenize"]
+
+
+FORWARD_BYTES = 256 << 20   # the captured forwards kept for reuse, process-wide (one smollm2
+FORWARDS = ResultCache(FORWARD_BYTES)   # forward of 1,024 tokens: 32 x 1,024 x 576 floats, 75 MB)
 
 
 def forward_config(cfg: HiddenConfig) -> HiddenConfig:
@@ -53,8 +58,12 @@ def run(lm: LabModel, cfg: HiddenConfig, on_progress: OnProgress | None = None, 
     already done: `capture(lm, c)` on this model for a `c` with `forward_config(c)` equal
     to `forward_config(cfg)`."""
     if states is None:
-        report(on_progress, 0, 2, "stage", f"Running {lm.name} once over the text...")
-        states = capture(lm, cfg)
+        key = (lm.name, str(lm.device), forward_config(cfg))
+        states = FORWARDS.get(key)
+        if states is None:
+            report(on_progress, 0, 2, "stage", f"Running {lm.name} once over the text...")
+            states = capture(lm, cfg)
+            FORWARDS.put(key, states)
     elif states.model != lm.name:
         raise ValueError(f"The states were captured with {states.model}, not {lm.name}.")
     report(on_progress, 1, 2, "stage", f"Statistics of {states.n_states} states over "

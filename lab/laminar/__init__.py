@@ -27,7 +27,7 @@ every layer.
 from lab.laminar.capture import capture_mlp_out
 from lab.laminar.config import PRESETS, LaminarConfig, preset
 from lab.laminar.cost import (Estimate, estimate, format_duration, forward_flops, layer_flops,
-                              measure_rates, sae_flops)
+                              measure_rates, rates_config, RatesConfig, sae_flops)
 from lab.laminar.result import LaminarResult, corpus_windows, run
 from lab.laminar.shape import describe_shape, shape_summary
 from lab.laminar.store import RunFolder
@@ -36,4 +36,4 @@ from lab.laminar.train import COLUMNS, code_density, fit_layer, frame, sweep, tr
 __all__ = ["COLUMNS", "PRESETS", "Estimate", "LaminarConfig", "LaminarResult", "RunFolder",
            "capture_mlp_out", "code_density", "corpus_windows", "describe_shape", "estimate",
            "fit_layer", "format_duration", "forward_flops", "frame", "layer_flops",
-           "measure_rates", "preset", "run", "sae_flops", "shape_summary", "sweep", "train_layer"]
+           "measure_rates", "preset", "RatesConfig", "rates_config", "run", "sae_flops", "shape_summary", "sweep", "train_layer"]

@@ -6,11 +6,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from lab.experiment import format_duration  # noqa: F401  (re-exported by lab.laminar)
+from lab.experiment import format_duration, report  # noqa: F401  (format_duration: re-exported by lab.laminar)
 from lab.laminar.capture import capture_mlp_out
 from lab.laminar.config import LaminarConfig
 from lab.models import LabModel
-from lab.sae import train_sae
+from lab.sae import SAEConfig, train_sae
 
 
 def forward_flops(lm: LabModel, n_windows: int, window_len: int) -> float:
@@ -59,31 +59,54 @@ class Estimate:
         return self.capture_seconds + self.n_layers * self.layer_seconds
 
 
+@dataclass(frozen=True)
+class RatesConfig:
+    """What this machine's measured speed depends on, and nothing else (the runner's key):
+    the epochs, learning rate or seed of a sweep never measure again."""
+    window_len: int             # the forward's tokens (at most 128)
+    layers: tuple[int, ...]     # the blocks it captures
+    sae: SAEConfig              # the shape trained: width, batch, activation (2 epochs, no split)
+    device: str                 # where the SAE trains ("cpu" stands in for Ray's workers)
+
+
+def rates_config(lm: LabModel, cfg: LaminarConfig) -> RatesConfig:
+    n_latents = cfg.sae.latents_for(lm.d_model)
+    s = cfg.sae   # lr, seed and the epochs do not change a step's time: the defaults stand in
+    sae = replace(SAEConfig(), n_latents=n_latents, k=s.k, activation=s.activation, l1=s.l1,
+                  tied=s.tied, unit_decoder=s.unit_decoder, batch_size=s.batch_size, epochs=2,
+                  val_fraction=0.0)
+    device = "cpu" if cfg.ray else str(cfg.device_of(lm))
+    return RatesConfig(min(cfg.window_len, 128), tuple(cfg.layers_of(lm)), sae, device)
+
+
 def measure_rates(lm: LabModel, cfg: LaminarConfig) -> tuple[float, float]:
+    """(forward GFLOP/s, SAE GFLOP/s) for the sweep `cfg` (see `measure`)."""
+    return measure(lm, rates_config(lm, cfg))
+
+
+def measure(lm: LabModel, cfg: RatesConfig, on_progress=None) -> tuple[float, float]:
     """(forward GFLOP/s, SAE GFLOP/s) from one short forward and two short SAE epochs, the
-    SAE on the device it will train on (cfg.device_of; on Ray, this machine's stands in).
+    SAE on the device it will train on (on Ray, this machine's CPU stands in).
 
     The SAE runs on random rows, where a ReLU code stays dense: for "relu" the rate is that of
     dense steps, so the estimate is an upper bound (real codes go sparse and run faster).
     """
-    T = min(cfg.window_len, 128)
+    T = cfg.window_len
     ids = torch.randint(0, lm.vocab_size, (1, T), generator=torch.Generator().manual_seed(0))
-    layers = cfg.layers_of(lm)
     forward = []
     for _ in range(2):   # the first call warms up allocators and kernels
         t0 = time.perf_counter()
-        capture_mlp_out(lm, ids, layers, forward_batch=1)
+        capture_mlp_out(lm, ids, list(cfg.layers), forward_batch=1)
         forward.append(time.perf_counter() - t0)
+    report(on_progress, 1, 2, "steps", "forward timed")
     f_rate = forward_flops(lm, 1, T) / max(forward[-1], 1e-6) / 1e9
     rows = 4 * cfg.sae.batch_size
-    n_latents = cfg.sae.latents_for(lm.d_model)
-    scfg = replace(cfg.sae, n_latents=n_latents, epochs=2, val_fraction=0.0)
     acts = torch.randn(rows, lm.d_model, generator=torch.Generator().manual_seed(0))
     secs = []
-    device = torch.device("cpu") if cfg.ray else cfg.device_of(lm)
-    train_sae(acts, scfg, on_epoch=lambda r: secs.append(r["seconds"]), device=device)
+    train_sae(acts, cfg.sae, on_epoch=lambda r: secs.append(r["seconds"]), device=torch.device(cfg.device))
     epoch_seconds = max(secs[1] - secs[0], 1e-6)
-    s_rate = 12 * rows * lm.d_model * n_latents / epoch_seconds / 1e9
+    s_rate = 12 * rows * lm.d_model * cfg.sae.n_latents / epoch_seconds / 1e9
+    report(on_progress, 2, 2, "steps", "SAE timed")
     return f_rate, s_rate
 
 
