@@ -3,6 +3,7 @@ bytes) and on disk (what `python -m lab warm` precomputed, so the first student 
 restart gets the default runs at once)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pickle
 import threading
@@ -50,6 +51,17 @@ class ResultCache:
         return key in self._items
 
 
+def canonical(key: Any) -> Any:
+    """`key` as plain values, a config's fields limited to those its equality compares (a
+    run option such as laminar's `ray` is not one): equal keys give equal reprs."""
+    if dataclasses.is_dataclass(key) and not isinstance(key, type):
+        return (type(key).__qualname__,) + tuple(
+            (f.name, canonical(getattr(key, f.name))) for f in dataclasses.fields(key) if f.compare)
+    if isinstance(key, tuple):
+        return tuple(canonical(k) for k in key)
+    return key
+
+
 class DiskCache:
     """Pickled results under the lab's cache dir, one file per job key (model, device,
     experiment, config); written by `python -m lab warm`, read by the runner. The folder is
@@ -60,7 +72,7 @@ class DiskCache:
         self.folder = folder or cache_dir() / "results" / lab.__version__
 
     def _path(self, key: tuple) -> Path:
-        return self.folder / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".pkl")
+        return self.folder / (hashlib.sha256(repr(canonical(key)).encode()).hexdigest()[:32] + ".pkl")
 
     def get(self, key: tuple) -> Any:
         path = self._path(key)

@@ -150,12 +150,15 @@ class Runner:
         part of the key: `cfg` must name everything the result depends on."""
         exp = self._resolve(cfg)
         key = (model, device, exp.name, cfg)
+        writes = getattr(cfg, "writes_files", False)   # it must run: its folder is the point
+        if writes:
+            key += (cfg.folder,)
         with self._lock:
             old = self._of_session.get(session)
             if old is not None and old.key != key:
                 self._detach_locked(old, session)
-            cached = self.cache.get(key)
-            if cached is None and self.disk is not None:
+            cached = None if writes else self.cache.get(key)
+            if cached is None and not writes and self.disk is not None:
                 cached = self.disk.get(key)
                 if cached is not None:
                     self.cache.put(key, cached)
@@ -287,7 +290,8 @@ class Runner:
         with self._lock:
             job.result = result
             self._durations[(job.exp.name, job.model)] = time.perf_counter() - job.started
-            self.cache.put(job.key, result)
+            if len(job.key) == 4:       # (a run that wrote a folder is not served again)
+                self.cache.put(job.key, result)
             self._end_locked(job, "done")
 
     def _end_locked(self, job: Job, status: str) -> None:

@@ -477,3 +477,38 @@ def test_the_speed_probe_is_keyed_only_on_what_changes_the_speed(tiny):
     assert laminar.rates_config(tiny, wider) != key
     f_rate, s_rate = for_config(key).run(tiny, key)
     assert f_rate > 0 and s_rate > 0
+
+
+def test_run_options_are_out_of_the_key_and_a_run_folder_always_runs(tiny, tmp_path):
+    from dataclasses import replace
+    from lab.cache import DiskCache
+    from lab.runner import Runner
+    on_ray = replace(TINY, ray="local", ray_cpus=1, memory_fraction=0.25)
+    assert on_ray == TINY and hash(on_ray) == hash(TINY)
+    disk = DiskCache(tmp_path / "disk")
+    disk.put(("tiny-gpt2", "cpu", "laminar", TINY), "the in-process sweep")
+    assert disk.get(("tiny-gpt2", "cpu", "laminar", on_ray)) == "the in-process sweep"
+    runner = Runner(load=lambda m, d: tiny, workers=1, threads_per_job=None, disk=disk)
+    served = runner.submit("tiny-gpt2", "cpu", on_ray, "alice")
+    assert served.status == "done" and served.result == "the in-process sweep"   # Ray never started
+    writes = replace(TINY, run_dir=str(tmp_path / "run"))
+    assert writes == TINY and writes.writes_files
+    ran = runner.submit("tiny-gpt2", "cpu", writes, "bob")
+    assert ran.wait(120) and ran.status == "done", ran.error
+    assert (tmp_path / "run" / "run.json").exists() and ran.result != "the in-process sweep"
+
+
+def test_the_cli_serves_the_same_sweep_on_ray_from_the_disk_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "LAB_CACHE_DIR": str(tmp_path)}
+    args = [sys.executable, "-m", "lab", "laminar", "--model", "tiny-gpt2", "--preset", "tiny",
+            "--cache", "--json"]
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(args + ["--ray", "local"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "served from the disk cache" in second.stderr and "served" not in first.stderr
+    assert json.loads(second.stdout)["rows"] == json.loads(first.stdout)["rows"]

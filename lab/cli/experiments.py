@@ -22,7 +22,7 @@ from lab.experiment import Progress, build, field_of, fields, replace_paths
 from lab.models import DEVICES, MODEL_NAMES, load_model
 from lab.registry import EXPERIMENTS, Experiment
 
-_RESERVED = {"model", "device", "json", "out", "quiet", "threads"}
+_RESERVED = {"model", "device", "json", "out", "quiet", "threads", "cache"}
 
 
 def register(sub) -> None:
@@ -34,6 +34,10 @@ def register(sub) -> None:
         p.add_argument("--json", action="store_true", help="print the whole record as JSON")
         p.add_argument("--out", type=Path, help="write record.json and every table as CSV here")
         p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+        p.add_argument("--cache", action="store_true",
+                       help="use the lab's disk cache (the one `warm` fills and the app's server "
+                            "reads): serve a result it holds for these settings, else compute it "
+                            "(at the server's threads per job) and keep it there")
         try:
             dests = add_config_arguments(p, exp.config_class)
             presets = getattr(exp.load(), "PRESETS", None)
@@ -177,13 +181,19 @@ def _run(exp: Experiment, pairs, args) -> int:
     preset = getattr(args, "preset", None)
     base = exp.load().PRESETS[preset] if preset else None
     cfg = config_from(exp.config_class, pairs, args, base)   # bad values fail before the model loads
+    if args.cache and args.threads is not None:
+        raise ValueError("--cache computes at the server's threads per job (a thread count "
+                         "changes a result's last bits): leave out --threads.")
+    if args.cache:
+        from lab.runner import THREADS_PER_JOB
+        args.threads = THREADS_PER_JOB
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         import torch
         torch.set_num_threads(args.threads)
     lm = load_model(args.model, args.device)
-    result = exp.run(lm, cfg, _Printer(args.quiet))
+    result = _cached_run(exp, lm, cfg, args)
     record = result.to_record()
     if args.out:
         write_outputs(result, record, args.out)
@@ -194,6 +204,23 @@ def _run(exp: Experiment, pairs, args) -> int:
         emit(brief() if brief else {k: v for k, v in record.items() if not isinstance(v, (list, dict))},
              False)
     return 0
+
+
+def _cached_run(exp: Experiment, lm, cfg, args):
+    """`exp.run`, through the disk cache with --cache (its key is the runner's: run options
+    such as laminar's --ray are not in it; a run that writes a folder always runs)."""
+    from lab.cache import DiskCache
+    disk = DiskCache() if args.cache and not getattr(cfg, "writes_files", False) else None
+    key = (lm.name, str(lm.device), exp.name, cfg)
+    result = disk.get(key) if disk is not None else None
+    if result is not None:
+        if not args.quiet:
+            print(f"{exp.name}: served from the disk cache ({disk.folder}).", file=sys.stderr)
+        return result
+    result = exp.run(lm, cfg, _Printer(args.quiet))
+    if disk is not None:
+        disk.put(key, result)
+    return result
 
 
 def write_outputs(result, record: dict, folder: Path) -> None:

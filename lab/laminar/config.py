@@ -22,6 +22,18 @@ SAE = SAEConfig(activation="relu", l1=3e-3, lr=1e-3, expansion=2, k=32, tied=Tru
                 batch_size=64, val_fraction=0.1)
 
 
+def run_option(f):
+    """Mark a field as where-and-how-it-runs: out of equality and hash, so out of every cache
+    key (the runner's, the disk cache's): the same sweep on Ray and in-process is one result."""
+    f.compare = False
+    return f
+
+
+# The run options (`run_option`): the rows do not depend on them (tf32 and a Ray task's thread
+# count to within float rounding, as the gpu and ray tests hold them).
+RUN_OPTIONS = ("memory_fraction", "tf32", "ray", "ray_cpus", "run_dir", "resume", "keep_saes")
+
+
 @dataclass(frozen=True)
 class LaminarConfig:
     url: str = param("", "Wikipedia article (URL or title) to read; empty: the text, else the "
@@ -40,29 +52,33 @@ class LaminarConfig:
     seed: int = param(0, "random seed: the windows, and each SAE's init, split and shuffling",
                       min=0)
     # where and how it runs: the rows do not depend on these (off the CPU up to float rounding;
-    # tf32 more than that)
+    # tf32 more than that). All but sae_device are run options, out of the cache keys.
     sae_device: Literal["auto", "cpu", "cuda", "mps"] = param(
         "auto", "where each SAE trains: auto = the model's device (on Ray: a GPU when the "
                 "cluster has them, else the CPU)")
-    memory_fraction: float = param(0.5, "activations stay on the SAE's device while they fit in "
-                                        "this fraction of its free memory; beyond it they stay "
-                                        "on the CPU and go over one batch at a time", gt=0, max=1)
-    tf32: bool = param(False, "CUDA only: TF32 matmuls in SAE training (faster on recent GPUs; "
-                              "the gpu test holds the rows to 1e-2 relative of float32)")
-    ray: str = param("", "train each layer's SAE as a Ray task: 'local' starts Ray on this "
-                         "machine, 'auto' joins the cluster it belongs to, HOST:PORT or "
-                         "ray://HOST:10001 another one, 'env' the address in LAB_RAY_ADDRESS; "
-                         "empty: in this process, without Ray")
-    ray_cpus: int = param(0, "CPU cores (torch threads) per layer task on Ray; 0: as many as "
-                             "torch uses here, so the rows equal an in-process run's (a "
-                             "matmul's last bits, and so the rows, depend on the thread count)",
-                          min=0)
-    run_dir: str = param("", "folder that gets each finished layer as it completes (run.json, "
-                             "one JSON per layer, layers.csv); empty: none")
-    resume: str = param("", "run folder of an interrupted sweep: its finished layers are kept "
-                            "and skipped, the others are trained and added there")
-    keep_saes: bool = param(False, "also save each layer's SAE in the run folder (the lab's "
-                                   "format plus SAELens's files)")
+    memory_fraction: float = run_option(param(
+        0.5, "activations stay on the SAE's device while they fit in this fraction of its free "
+             "memory; beyond it they stay on the CPU and go over one batch at a time", gt=0, max=1))
+    tf32: bool = run_option(param(
+        False, "CUDA only: TF32 matmuls in SAE training (faster on recent GPUs; the gpu test "
+               "holds the rows to 1e-2 relative of float32)"))
+    ray: str = run_option(param(
+        "", "train each layer's SAE as a Ray task: 'local' starts Ray on this machine, 'auto' "
+            "joins the cluster it belongs to, HOST:PORT or ray://HOST:10001 another one, 'env' "
+            "the address in LAB_RAY_ADDRESS; empty: in this process, without Ray"))
+    ray_cpus: int = run_option(param(
+        0, "CPU cores (torch threads) per layer task on Ray; 0: as many as torch uses here, so "
+           "the rows equal an in-process run's (a matmul's last bits, and so the rows, depend "
+           "on the thread count)", min=0))
+    run_dir: str = run_option(param(
+        "", "folder that gets each finished layer as it completes (run.json, one JSON per "
+            "layer, layers.csv); empty: none"))
+    resume: str = run_option(param(
+        "", "run folder of an interrupted sweep: its finished layers are kept and skipped, the "
+            "others are trained and added there"))
+    keep_saes: bool = run_option(param(
+        False, "also save each layer's SAE in the run folder (the lab's format plus SAELens's "
+               "files)"))
 
     def __post_init__(self):
         validate(self)
@@ -79,6 +95,11 @@ class LaminarConfig:
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)
                                         or min(self.layers) < 0):
             raise ValueError("layers must be distinct non-negative layer indices (or None for all)")
+
+    @property
+    def writes_files(self) -> bool:
+        """A run that must run to write its folder: never served from a cache."""
+        return bool(self.folder)
 
     @property
     def folder(self) -> str:
