@@ -17,6 +17,7 @@ import streamlit as st
 from lab import corpus, laminar, registry
 from lab.charts import laminar as charts
 from lab.experiment import field_of, replace_paths
+from lab.hidden import decode_upload
 from lab.laminar import LaminarConfig
 from lab.models import available_devices
 from ui import widgets
@@ -42,11 +43,6 @@ lm = current_model()
 
 
 # ---------------------------------------------------------------- corpus
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _tokens(model_name: str, sha: str, text: str, _lm):
-    return corpus.tokenize(_lm.tokenizer, text)
-
 
 def _fetch() -> None:
     """Fetch button: the article (or one sentence on why not) goes into the session."""
@@ -92,11 +88,10 @@ def _pasted() -> corpus.Article | None:
     text = st.text_area("…or paste a text", key="lam_paste", height=150,
                         placeholder="A few thousand words of English prose.")
     try:
-        if up is not None:
-            return corpus.text_article(up.getvalue().decode("utf-8", errors="replace"),
-                                       up.name, source="file")
+        if up is not None:   # binary or not UTF-8: one sentence, as on every page
+            return corpus.text_article(decode_upload(up.getvalue()), up.name, source="file")
         return corpus.text_article(text)
-    except corpus.CorpusError as e:
+    except (corpus.CorpusError, ValueError) as e:
         st.warning(first_line(e), icon=":material/edit_note:")
         return None
 
@@ -113,7 +108,7 @@ def _corpus() -> tuple[corpus.Article, object, dict] | None:
         art = _pasted()
     if art is None:
         return None
-    ids = _tokens(lm.name, art.sha256, art.text, lm)
+    ids = corpus.token_ids(lm, art.text)
     where = {"live": "fetched live", "cache": "from the disk cache (offline copy)",
              "bundled": "bundled with the lab", "pasted": "pasted", "file": "uploaded"}[art.source]
     cols = st.columns(4)

@@ -19,6 +19,7 @@ from lab.hooks import hook_name, width
 from lab.sae import SAEConfig
 from lab.sae.text import EMPTY_TEXT
 from lab.sae_text import SAETextConfig, SAETextResult
+from lab.hidden import decode_upload
 from lab.selectivity import SelectivityConfig, parse_words
 from ui import widgets
 from ui.common import current_model, first_line, seed
@@ -45,8 +46,9 @@ st.markdown(
 lm = current_model()
 
 
-def _text() -> str:
-    """The config's text: "" for the bundled one, else what was pasted or uploaded."""
+def _text() -> str | None:
+    """The config's text: "" for the bundled one, else what was pasted or uploaded (None for
+    an upload that is not text, after saying so)."""
     source = st.radio("Text", SOURCES, horizontal=True, key="sae_source",
                       help=field_of(C, "text").help)
     if source == "Paste":
@@ -54,7 +56,11 @@ def _text() -> str:
                             placeholder="Paste a text of at least a few sentences.")
     if source == "Upload":
         up = st.file_uploader("A UTF-8 text file", type=["txt", "md"], key="sae_upload")
-        return up.getvalue().decode("utf-8", errors="replace") if up else ""
+        try:
+            return decode_upload(up.getvalue()) if up else ""
+        except ValueError as e:      # binary, not UTF-8: one sentence, and Train stays off
+            st.error(first_line(e), icon=":material/error:")
+            return None
     with st.expander("Show the default text"):
         st.write(sae_text.default_text())
     return ""
@@ -301,9 +307,11 @@ def _downloads(run: dict, res: SAETextResult) -> None:
 text = _text()
 cfg = None
 try:
-    cfg = _settings(text)
+    cfg = _settings(text or "")
 except ValueError as e:
     st.error(first_line(e), icon=":material/error:")
+if text is None:
+    cfg = None
 
 if st.button("Train", type="primary", key="sae_train", icon=":material/play_arrow:",
              disabled=cfg is None):

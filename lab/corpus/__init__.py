@@ -18,10 +18,10 @@ from lab.corpus.extract import extract_article
 from lab.corpus.fetch import (DEFAULT_ARTICLE, MAX_BYTES, MAX_REDIRECTS, TIMEOUT, TOTAL_SECONDS,
                               USER_AGENT, allowed_hosts_from_env, article_for, article_url,
                               cached_article, check_url, fetch_wikipedia)
-from lab.corpus.windows import fit_windows, sample_windows, tokenize, windows_that_fit
+from lab.corpus.windows import fit_windows, sample_windows, token_ids, tokenize, windows_that_fit
 
 __all__ = ["BUNDLED_TEXT", "DEFAULT_ARTICLE", "MAX_BYTES", "MAX_REDIRECTS", "TIMEOUT",
            "TOTAL_SECONDS", "USER_AGENT", "Article", "CorpusError", "CorpusTooShort",
            "allowed_hosts_from_env", "article_for", "article_url", "bundled_article",
            "bundled_texts", "cached_article", "check_url", "extract_article", "fetch_wikipedia",
-           "fit_windows", "sample_windows", "text_article", "tokenize", "windows_that_fit"]
+           "fit_windows", "sample_windows", "text_article", "token_ids", "tokenize", "windows_that_fit"]

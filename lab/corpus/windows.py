@@ -1,8 +1,11 @@
 """Token ids of a text and the seeded token windows an experiment reads."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
+from lab.cache import ResultCache
 from lab.corpus.article import CorpusTooShort
 
 
@@ -11,6 +14,21 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
     ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False,
                     verbose=False)["input_ids"]
     return torch.tensor(ids, dtype=torch.long)
+
+
+TOKEN_BYTES = 32 << 20    # corpora kept tokenized, process-wide (a long article: ~100 kB)
+_TOKENS = ResultCache(TOKEN_BYTES)
+
+
+def token_ids(lm, text: str) -> torch.Tensor:
+    """`tokenize` with `lm`'s tokenizer, kept per (model, text): a page rerun does not
+    tokenize its corpus again."""
+    key = (lm.name, hashlib.sha256(text.encode()).hexdigest())
+    ids = _TOKENS.get(key)
+    if ids is None:
+        ids = tokenize(lm.tokenizer, text)
+        _TOKENS.put(key, ids)
+    return ids
 
 
 def windows_that_fit(n_tokens: int, n_windows: int, window_len: int) -> list[tuple[int, int]]:
