@@ -2,7 +2,7 @@
 
     runner = Runner(load)                        load(model, device) -> LabModel (cached)
     h = runner.submit("smollm2-135m", "cpu", cfg, session="abc")
-    h.status, h.position, h.eta, h.progress, h.shared_with, h.result, h.error
+    h.status, h.position, h.starts_in, h.progress, h.shared_with, h.result, h.error
     h.wait(timeout)   h.detach()   (Stop: cancels the job when nobody else waits for it)
 
 - Identical jobs run once: key = (model, device, experiment, config incl. seed). A second
@@ -93,7 +93,7 @@ class Handle:
         return self._runner.position(self.job)
 
     @property
-    def eta(self) -> float | None:
+    def starts_in(self) -> float | None:
         """Seconds until this job starts, from the measured durations; None when unknown."""
         return self._runner.wait_estimate(self.job)
 

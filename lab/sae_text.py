@@ -35,7 +35,7 @@ DEFAULT_TEXT = "palinka.txt"
 
 
 def default_layer(n_layers: int) -> int:
-    """Block 6 (the seed's), or the last block of a smaller model."""
+    """Block 6 (the original notes'), or the last block of a smaller model."""
     return min(6, n_layers - 1)
 
 
@@ -59,7 +59,7 @@ class SAETextConfig:
                                     "block 6, or the last block of a smaller model).", min=0)
     site: Literal["mlp_out", "mlp_post"] = param(
         "mlp_out", "Which activations: 'mlp_out' is the MLP's output (blocks.L.hook_mlp_out, "
-                   "d_model wide, the seed's 'MLP activations'); 'mlp_post' its hidden neurons "
+                   "d_model wide, the original notes' 'MLP activations'); 'mlp_post' its hidden neurons "
                    "after the nonlinearity (blocks.L.mlp.hook_post, d_mlp wide).")
     drop_first: bool = param(True, "Drop the first token: position 0 is an attention sink whose "
                                    "activations are often tens of times larger than the rest "

@@ -1,6 +1,6 @@
 """Which latents are "selective" for a word list, and how many would look so by chance.
 
-The seed's score for latent j is
+The original notes' score for latent j is
 
     score_j = mean activation on target tokens / (mean activation on control tokens + eps)
 

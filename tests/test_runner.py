@@ -203,7 +203,7 @@ def test_eta_from_measured_durations(runner):
     running = runner.submit("m", "cpu", FakeConfig(seed=2), "bob")
     queued = runner.submit("m", "cpu", FakeConfig(seed=3), "carol")
     assert wait_until(lambda: running.status == "running")
-    assert queued.position == 0 and queued.eta is not None and queued.eta >= 0
+    assert queued.position == 0 and queued.starts_in is not None and queued.starts_in >= 0
     gate(2).set(), gate(3).set()
     assert queued.wait(5)
 

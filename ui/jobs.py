@@ -241,7 +241,7 @@ def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
     while not handle.wait(POLL_S):
         job.touch()     # a yield point: a Stop click interrupts the script here, not at the next redraw
         if handle.status == "queued":
-            eta = handle.eta
+            eta = handle.starts_in
             about = f", about {format_duration(eta)}" if eta is not None else ""
             note = f"Queued: {handle.position} run(s) ahead of you{about}."
             if note != said:          # only a changed note goes to the browser

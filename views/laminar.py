@@ -29,7 +29,7 @@ MAX_MODELS = 8             # profiles overlaid at most (one per model; ui.jobs k
 SOURCES = ["Wikipedia article", "Bundled LED text", "Paste or upload"]
 X_LABELS = {"layer index": "layer", "relative depth": "relative_depth"}
 PRESET_CAPTIONS = {"quick": "fewer tokens, epochs and latents: the trend in ~2 min on 2 CPU cores",
-                   "full": "the seed's 10 x 1024 tokens, 75 epochs, 8x latents"}
+                   "full": "the original notes' 10 x 1024 tokens, 75 epochs, 8x latents"}
 
 st.title("Laminar profile")
 st.markdown(
@@ -153,7 +153,7 @@ def _settings(source: dict) -> LaminarConfig:
         with c[4]:
             activation = widgets.choice(
                 "SAE", LaminarConfig, "sae.activation", key=f"lam_act_{name}", horizontal=False,
-                format_func={"relu": "ReLU + L1 (the seed's)", "topk": "Top-K"}.get,
+                format_func={"relu": "ReLU + L1 (the original notes')", "topk": "Top-K"}.get,
                 help="With Top-K every token has exactly k active latents, so density is fixed "
                      "at k / latents: compare MSE instead.")
         l1 = _preset_number(c[5], "L1 weight", name, "sae.l1", "l1", 0.0, 1.0, step=1e-3,

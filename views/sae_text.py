@@ -334,6 +334,6 @@ if runs:
     _show(run)
 else:
     d = SAEConfig()
-    st.info(f"Pick a layer and press Train. The seed's settings ({d.expansion}x latents, "
+    st.info(f"Pick a layer and press Train. The original notes' settings ({d.expansion}x latents, "
             f"{'tied' if d.tied else 'untied'}, Top-K k={d.k}, Adam lr {d.lr:g}, {d.epochs} "
             "epochs) are the defaults.", icon=":material/school:")

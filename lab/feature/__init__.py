@@ -9,7 +9,7 @@
                next-token distribution over a text, against control latents of similar density
 
 Any SAE the lab can load (lab.sae.saelens.load_sae): one trained on the SAE page, a folder in
-SAELens's format, a hub id, or by default the seed's Palinka SAE for the model.
+SAELens's format, a hub id, or by default the original notes' Palinka SAE for the model.
 
     config.py    FeatureConfig
     store.py     the default SAE and the SAE page's saved ones (under the cache folder)

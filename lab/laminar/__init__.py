@@ -18,7 +18,7 @@ imported only then), `run_dir` / `resume` / `keep_saes` (each finished layer wri
 completes, lab.laminar.store; a resumed sweep skips the layers already there).
 
 Position 0 of every window is dropped: the first token of a sequence carries outlier
-activations that have nothing to do with the text (the seed notes it; any attention sink does).
+activations that have nothing to do with the text (the original notes say so; any attention sink does).
 Raw MSE grows with a layer's activation scale; normalized MSE (MSE / variance of the
 activations) is the one to compare across layers and models. The SAE comes from `lab.sae`,
 which also normalizes its inputs to unit variance, so the same L1 weight means the same on

@@ -12,7 +12,7 @@ from lab.models import LabModel, resolve_device
 from lab.sae import SAEConfig
 from lab.sae.devices import as_device
 
-# The SAE every layer gets: tied ReLU + L1 (the seed's ~8x latents and 75 epochs are the "full"
+# The SAE every layer gets: tied ReLU + L1 (the original notes' ~8x latents and 75 epochs are the "full"
 # preset; the defaults are the "quick" one, what the page and the CLI start from). The L1 weight
 # is in lab.sae's normalized units (inputs at unit variance, MSE per element). Measured on
 # smollm2-135m: at lab.sae's default 1e-3 with lr 1e-4 the code stays ~50% dense after 20
@@ -131,7 +131,7 @@ class LaminarConfig:
 
 
 # "quick" (the defaults): the trend in ~2 min on 2 CPU cores (smollm2-135m, measured 2 min 17 s);
-# "full": the seed's 10 x 1024 tokens, 8x latents and 75 epochs; "tiny": mechanics, for tests.
+# "full": the original notes' 10 x 1024 tokens, 8x latents and 75 epochs; "tiny": mechanics, for tests.
 PRESETS: dict[str, LaminarConfig] = {
     "quick": LaminarConfig(),
     "full": replace_paths(LaminarConfig(), {"n_windows": 10, "window_len": 1024, "sae.expansion": 8,

@@ -38,7 +38,7 @@ def check_layer(lm, layer: int) -> None:
 def text_activations(lm, text: str, layer: int, site: Site = "mlp_out",
                      drop_first: bool = True) -> TextActivations:
     """Run `text` through the model and keep `blocks.{layer}.hook_mlp_out` (d_model wide,
-    the seed's "MLP activations") or `blocks.{layer}.mlp.hook_post` (d_mlp hidden neurons).
+    the original notes' "MLP activations") or `blocks.{layer}.mlp.hook_post` (d_mlp hidden neurons).
 
     Texts longer than the model's context run as consecutive windows. With `drop_first`, the
     first position of each window is dropped: it carries activations tens of times larger
