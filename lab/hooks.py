@@ -27,14 +27,57 @@ import torch
 
 from lab.models import LabModel
 
-_PATTERN = re.compile(r"^blocks\.(\d+)\.(hook_resid_post|hook_mlp_out|mlp\.hook_post)$")
 EMBED = "hook_embed"
-# kind -> name template: the only place hook names are spelled out
+# kind -> name template: the only place hook names are spelled out (SAELens's one extra name,
+# a block's input, below)
 _TEMPLATES = {"resid_post": "blocks.{layer}.hook_resid_post", "mlp_out": "blocks.{layer}.hook_mlp_out",
               "mlp_post": "blocks.{layer}.mlp.hook_post"}
 KINDS = ("embed", *_TEMPLATES)
 _PATTERN_TEMPLATE = "blocks.{layer}.attn.hook_pattern"
-_ATTN_PATTERN = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
+_SUFFIX = {t.split("{layer}.", 1)[1]: kind for kind, t in _TEMPLATES.items()}  # "hook_mlp_out" -> kind
+_RESID_PRE = "hook_resid_pre"          # SAELens (TransformerLens): block L's input
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# the valid names in words, for the sentence that rejects a name
+SPELLED = f"{EMBED} or " + ", ".join(t.replace("{layer}", "L") for t in _TEMPLATES.values())
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """A hook point, parsed once from its name (`HookPoint.parse`) and passed inward as is."""
+
+    name: str
+    kind: str          # "embed", "resid_post", "mlp_out", "mlp_post" ("attn_pattern": capture only)
+    layer: int         # block index; -1 for hook_embed (before block 0)
+
+    @classmethod
+    def parse(cls, name: str) -> "HookPoint":
+        """The point a name spells (no model needed: `check` adds the model's range), or one
+        sentence naming the valid spellings."""
+        point = _parse(name)
+        if point is None:
+            raise ValueError(f"hook must be {SPELLED}, got {name!r}")
+        return point
+
+    def check(self, lm: LabModel) -> "HookPoint":
+        """The one check against a model: the block exists."""
+        if self.layer >= lm.n_layers:
+            raise ValueError(f"layer {self.layer} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
+        return self
+
+    def width(self, lm: LabModel) -> int:
+        """Size of the last axis: d_mlp for mlp.hook_post, else d_model."""
+        return lm.d_mlp if self.kind == "mlp_post" else lm.d_model
+
+
+def _parse(name) -> HookPoint | None:
+    """The point of a canonical name (what `hook_name` writes), None for anything else."""
+    if name == EMBED:
+        return HookPoint(name, "embed", -1)
+    m = _BLOCK.match(name) if isinstance(name, str) else None
+    if m is None or m.group(2) not in _SUFFIX:
+        return None
+    point = HookPoint(name, _SUFFIX[m.group(2)], int(m.group(1)))
+    return point if hook_name(point.kind, point.layer) == name else None
 
 
 def hook_name(kind: str, layer: int = -1) -> str:
@@ -63,16 +106,20 @@ def pattern(layer: int) -> str:
     return _PATTERN_TEMPLATE.format(layer=layer)
 
 
+def hook_kind(name: str) -> str | None:
+    """The kind of a hook name, None when it is not one (no model needed)."""
+    point = _parse(name)
+    return point.kind if point else None
+
+
+def hook_layer(name: str) -> int:
+    """The block of a valid hook name; -1 for hook_embed (before block 0)."""
+    return HookPoint.parse(name).layer
+
+
 def width(lm: LabModel, name: str) -> int:
     """Size of the last axis of hook point `name`: d_mlp for mlp.hook_post, else d_model."""
-    return lm.d_mlp if parse_hook(lm, name).kind == "mlp_post" else lm.d_model
-
-
-@dataclass(frozen=True)
-class HookPoint:
-    name: str
-    kind: str          # "embed", "resid_post", "mlp_out", "mlp_post" ("attn_pattern": capture only)
-    layer: int         # block index; -1 for hook_embed (before block 0)
+    return parse_hook(lm, name).width(lm)
 
 
 def hook_names(lm: LabModel) -> list[str]:
@@ -83,29 +130,55 @@ def hook_names(lm: LabModel) -> list[str]:
     return names
 
 
-def parse_hook(lm: LabModel, name: str) -> HookPoint:
-    if name == EMBED:
-        return HookPoint(name, "embed", -1)
-    m = _PATTERN.match(name)
-    if not m:
+def parse_hook(lm: LabModel, name: str | HookPoint) -> HookPoint:
+    """A hook name (or an already parsed point) checked against `lm`."""
+    point = name if isinstance(name, HookPoint) else _parse(name)
+    if point is None:
         raise ValueError(f"unknown hook point {name!r}; valid: hook_embed, blocks.L.hook_resid_post, "
                          f"blocks.L.hook_mlp_out, blocks.L.mlp.hook_post with L in 0..{lm.n_layers - 1}")
-    layer = int(m.group(1))
-    if layer >= lm.n_layers:
-        raise ValueError(f"layer {layer} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
-    kind = {"hook_resid_post": "resid_post", "hook_mlp_out": "mlp_out", "mlp.hook_post": "mlp_post"}
-    return HookPoint(name, kind[m.group(2)], layer)
+    return point.check(lm)
 
 
 def parse_point(lm: LabModel, name: str) -> HookPoint:
     """Any name `capture` accepts: `parse_hook`'s, or an attention pattern (kind "attn_pattern")."""
-    m = _ATTN_PATTERN.match(name)
-    if m is None:
+    m = _BLOCK.match(name)
+    if m is None or pattern(int(m.group(1))) != name:
         return parse_hook(lm, name)
-    layer = int(m.group(1))
-    if layer >= lm.n_layers:
-        raise ValueError(f"layer {layer} out of range for {lm.name}: valid 0..{lm.n_layers - 1}")
-    return HookPoint(name, "attn_pattern", layer)
+    return HookPoint(name, "attn_pattern", int(m.group(1))).check(lm)
+
+
+# ---------------------------------------------------------------- SAELens's names
+
+def from_saelens(name: str) -> str:
+    """A SAELens (TransformerLens) hook name -> the lab's (`blocks.L.hook_resid_pre` is
+    `blocks.{L-1}.hook_resid_post`, `hook_embed` for L = 0), or one sentence saying why not."""
+    layer = saelens_input_layer(name)
+    if layer is not None:
+        return EMBED if layer == 0 else resid_post(layer - 1)
+    point = _parse(name)
+    if point is None or point.kind == "embed":
+        raise ValueError(f"the SAE reads {name!r}, which the lab cannot splice; supported: "
+                         f"blocks.L.{_RESID_PRE}, " + ", ".join(t.replace("{layer}", "L")
+                                                             for t in _TEMPLATES.values()))
+    return point.name
+
+
+def saelens_input_layer(name: str) -> int | None:
+    """L of SAELens's `blocks.L.hook_resid_pre` (block L's input), None for any other name."""
+    m = _BLOCK.match(name or "")
+    if m is None or m.group(2) != _RESID_PRE or f"blocks.{int(m.group(1))}.{_RESID_PRE}" != name:
+        return None
+    return int(m.group(1))
+
+
+def to_saelens(hook: str) -> tuple[str, int]:
+    """The lab's hook name -> (SAELens's name, its layer)."""
+    point = _parse(hook)
+    if point is None:
+        raise ValueError(f"{hook!r} is not a hook point an SAE can be saved for")
+    if point.kind == "embed":
+        return f"blocks.0.{_RESID_PRE}", 0
+    return point.name, point.layer
 
 
 class _StopForward(Exception):

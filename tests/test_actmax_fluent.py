@@ -364,10 +364,11 @@ def test_an_sae_latent_is_a_target(tiny, tmp_path):
     h = hooks.run_with_hooks(tiny, [cfg.hook], input_ids=ids)[cfg.hook]
     np.testing.assert_allclose(res.prompts.activation, sae.encode(h)[..., 17].mean(1).numpy(),
                                rtol=1e-5, atol=1e-6)
+    cfg_tiny(sae=folder, index=96).check(tiny)        # the config reads no weights: run does
     with pytest.raises(ValueError, match=r"valid 0\.\.95"):
-        cfg_tiny(sae=folder, index=96).check(tiny)
+        target_of(tiny, cfg_tiny(sae=folder, index=96))
     with pytest.raises(ValueError, match="set hook to blocks.1.hook_resid_post"):
-        cfg_tiny(sae=folder, hook=hooks.resid_post(0)).check(tiny)
+        target_of(tiny, cfg_tiny(sae=folder, hook=hooks.resid_post(0)))
 
 
 # ---------------------------------------------------------------- the pages (AppTest)

@@ -18,7 +18,8 @@ from lab.feature import Edit, FeatureConfig, edited_logits, keep_sae, logits, pa
 from lab.feature.examples import mark_targets
 from lab.feature.splice import splice
 from lab.sae import SparseAutoencoder
-from lab.sae.saelens import LoadedSAE, SAELensSAE, load_sae
+from lab.sae.load import read_sae as load_sae
+from lab.sae.saelens import LoadedSAE, SAELensSAE
 
 
 def _loaded(lm, hook: str, n: int = 96, seed: int = 0, activation: str = "relu") -> LoadedSAE:

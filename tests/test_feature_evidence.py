@@ -18,7 +18,8 @@ from lab.feature import FeatureConfig, run
 from lab.feature.causal import target_token_ids
 from lab.feature.config import PLACES
 from lab.feature.store import corpus_config, corpus_sae
-from lab.sae.saelens import SAELensSAE, check_fits, load_sae, save_saelens
+from lab.sae.load import read_sae as load_sae
+from lab.sae.saelens import SAELensSAE, check_fits, save_saelens
 
 
 # ---------------------------------------------------------------- sources and splits

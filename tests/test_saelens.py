@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from lab import hooks
 from lab.sae import SparseAutoencoder, to_zip_bytes
-from lab.sae.saelens import (SAELensSAE, check_fits, lab_hook, load_sae, save_saelens,
-                             saelens_hook)
+from lab.sae.load import read_sae as load_sae
+from lab.sae.saelens import SAELensSAE, check_fits, lab_hook, save_saelens, saelens_hook
 
 
 def _lab_sae(activation="topk", tied=True, d_in=16, n=64):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import streamlit as st
 
 from lab import hooks
-from lab.actmax import METHODS, hook_kind, hook_layer
+from lab.actmax import METHODS
 from lab.actmax.config import method_defaults
 from lab.experiment import build, field_of
+from lab.hooks import HookPoint
+from lab.sae.load import fitting, units
 from ui import widgets
 from ui.common import first_line, seed
 from ui.jobs import Job
@@ -37,14 +39,14 @@ def _start_from(cls, root: str, prefix: str):
         base = getattr(base, name)
     for name in ("index", "restarts", "steps", "lr", "l2", "n_tokens", "reduce", "method"):
         st.session_state.setdefault(f"{prefix}_{name}", getattr(base, name))
-    st.session_state.setdefault(f"{prefix}_site", "sae" if base.sae else hook_kind(base.hook))
+    st.session_state.setdefault(f"{prefix}_site", "sae" if base.sae else base.point.kind)
     return base
 
 
 def _target(lm, cls, root: str, prefix: str):
     """Site radio (and an SAE's source), then a row of three columns: block and unit sliders
     in the first two. Returns ({path: value}, the row's third column)."""
-    default = _start_from(cls, root, prefix).hook
+    default = _start_from(cls, root, prefix).point
     site = st.radio("Where in the model", list(SITES), key=f"{prefix}_site", horizontal=True,
                     format_func=SITES.get,
                     help="Block output: the residual stream after a block. MLP output: what the "
@@ -55,22 +57,22 @@ def _target(lm, cls, root: str, prefix: str):
     columns = st.columns(3)
     with columns[0]:
         layer = widgets.slider("Block", cls, root + "hook", 0, lm.n_layers - 1,
-                               key=f"{prefix}_layer", value=max(hook_layer(default), 0),
+                               key=f"{prefix}_layer", value=max(default.layer, 0),
                                disabled=site in ("embed", "sae"),
                                help=f"Which of the {lm.n_layers} blocks (0 = the first).")
-    hook = sae.hook if sae else hooks.hook_name(site, layer)
+    # the widgets' hook point, parsed here once (the edge); the config parses its name again
+    point = HookPoint.parse(sae.hook if sae else hooks.hook_name(site, layer))
     label = "Latent" if sae else "Neuron" if site == "mlp_post" else "Dimension"
     with columns[1]:
         index = widgets.slider(label, cls, root + "index", 0,
-                               (sae.n_latents if sae else hooks.width(lm, hook)) - 1,
+                               units(lm, point, sae) - 1,
                                key=f"{prefix}_index")
-    return {root + "hook": hook, root + "index": index,
+    return {root + "hook": point.name, root + "index": index,
             root + "sae": sae.source if sae else ""}, columns[2]
 
 
 def _sae(lm, cls, root: str, prefix: str):
     """The SAE named in the text box (loaded once per process), or the page stops with why."""
-    from lab.actmax.target import check_fits, load_sae
     source = widgets.text("SAE (a folder or a Hugging Face hub id)", cls, root + "sae",
                           key=f"{prefix}_sae").strip()
     if not source:
@@ -78,8 +80,7 @@ def _sae(lm, cls, root: str, prefix: str):
                 "format, or a hub id.", icon=":material/grain:")
         st.stop()
     try:
-        loaded = load_sae(source)
-        check_fits(loaded, lm)
+        loaded = fitting(lm, source)
     except (ValueError, OSError) as e:
         st.error(first_line(e))
         st.stop()

@@ -4,8 +4,8 @@ import json
 
 import streamlit as st
 
-from lab import actmax, hooks, registry
-from lab.actmax.target import load_sae
+from lab import actmax, registry
+from lab.sae.load import units
 from lab.charts import actmax as charts
 from ui.actmax_run import bar_tables, result_header, settings
 from ui.common import current_model
@@ -176,7 +176,7 @@ share_button(res, "actmax")
 if res is not None:
     rc = res.config
     space = {"neuron": "MLP layer", "latent": "SAE"}.get(rc.unit, "residual stream")
-    width = load_sae(rc.sae).n_latents if rc.sae else hooks.width(lm, rc.hook)
+    width = units(lm, rc.point, rc.sae)
     result_header(exp, res, charts.activation_curves)
     st.caption(f"Look for: the dark line ({rc.target}) climbing far above where it started while "
                f"the light line (mean of {rc.unit}s {max(rc.index - rc.neighbours, 0)}.."

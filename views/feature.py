@@ -20,7 +20,7 @@ from lab.feature import FeatureConfig
 from lab.feature.output import NOTE
 from lab.feature.store import CORPUS_SAE, PALINKA_SAE
 from lab.hidden import decode_upload
-from lab.sae.saelens import check_fits, load_sae
+from lab.sae.load import describe
 from lab.selectivity import parse_words
 from ui import widgets
 from ui.common import current_model, first_line, seed
@@ -44,14 +44,6 @@ SAE_KINDS = {"corpus": "The lab's corpus SAE (default)", "palinka": "The origina
              "folder": "A folder or hub id"}
 
 
-@st.cache_resource(show_spinner="Reading the SAE...", max_entries=4)
-def _preview(source: str, model: str) -> str:
-    """What the SAE is, in words, or why it does not fit (a cached look, not the run)."""
-    loaded = load_sae(source)
-    check_fits(loaded, lm)
-    return loaded.describe()
-
-
 def _sae_box() -> str:
     kind = st.radio("SAE", list(SAE_KINDS), format_func=SAE_KINDS.get, key="feature_sae_kind",
                     help=field_of(C, "sae").help)
@@ -68,7 +60,8 @@ def _sae_box() -> str:
                            "blocks.8.hook_resid_pre").strip()
     if source:
         try:
-            st.caption(f"Load SAE: {_preview(source, lm.name)}.")
+            with st.spinner("Reading the SAE..."):   # once per process: lab.sae.load keeps it
+                st.caption(f"Load SAE: {describe(lm, source)}.")
         except ValueError as e:
             st.error(first_line(e), icon=":material/error:")
     return source

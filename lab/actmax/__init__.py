@@ -4,7 +4,7 @@ real text, and see how much random restarts agree (lab.actmax.repro).
 
     config.py    ActMaxConfig: the target (hook point + index, or an SAE latent), the method
                  (continuous, pez, discrete, epo), the optimizer, the corpus bar
-    target.py    the target on a model; batched scoring of token sequences (and cross-entropy)
+    target.py    the target on a model (an SAE opened by lab.sae.load); batched scoring of token sequences (and cross-entropy)
     optimize.py  continuous: the batched Adam loop on input embeddings; the Recorder a Stop keeps
     pez.py       PEZ: a continuous copy whose nearest tokens run every forward
     discrete.py  GCG-style token swaps proposed by the one-hot gradient, scored in one batch
@@ -20,7 +20,7 @@ the reproducibility experiment's are in lab.actmax.repro ("repro").
 """
 from lab.actmax.bar import Bar, corpus_bar
 from lab.actmax.config import (DEFAULT_L2, MAX_RESTARTS, MAX_TOKENS, METHODS, REDUCES,
-                               ActMaxConfig, hook_kind, hook_layer)
+                               ActMaxConfig)
 from lab.actmax.decode import (N_RANDOM, TOP_K, GapMeter, gap_meter, nearest, nearest_tokens,
                                nearest_wide, token_texts, top1)
 from lab.actmax.optimize import (HISTORY_COLUMNS, Recorder, activations, initial_embeddings,
@@ -28,6 +28,7 @@ from lab.actmax.optimize import (HISTORY_COLUMNS, Recorder, activations, initial
 from lab.actmax.prompts import Prompts, measure
 from lab.actmax.repro import ReproConfig, ReproResult, TokenStats, reproducibility, token_statistics
 from lab.actmax.result import ActMaxResult, maximize, partial_result, run, summarize
+from lab.hooks import hook_kind, hook_layer   # (were lab.actmax's own; lab.hooks parses names)
 from lab.actmax.target import (Scores, Target, evaluate, neighbour_indices, reduce_positions,
                                target_of)
 

@@ -3,13 +3,15 @@ there), a method (continuous, pez, discrete, epo), the optimizer and the corpus 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, get_args
 
 from lab import hooks
 from lab.experiment import param, validate
+from lab.hooks import HookPoint
 from lab.models import LabModel
+from lab.sae.load import units
 
 MAX_RESTARTS = 64          # a batch of 64 x 5 tokens is still interactive on a laptop CPU
 MAX_TOKENS = 64            # longer inputs stop being "a few tokens" and slow every step
@@ -46,7 +48,6 @@ EPO_LAMS = (0.0, 0.25, 0.5, 1.0, 2.0)
 # 0.1, 1 give final activations 342, 341, 343, 339 (no cost to the target) and mean vector
 # norms 3.43, 3.41, 3.26, 2.45 against 3.20 for real tokens: 0.1 is where x stays token-sized.
 DEFAULT_L2 = 0.1
-_BLOCK = re.compile(r"blocks\.(\d+)\.")
 
 
 def auto_bf16_rank(method: str) -> int:
@@ -71,31 +72,13 @@ def method_defaults(method: str) -> dict:
     return {**own, "bf16_rank": min(auto_bf16_rank(method), own["candidates"])}
 
 
-def hook_kind(name: str) -> str | None:
-    """The kind ("embed", "resid_post", "mlp_out", "mlp_post") of a hook name, None when it is
-    not one. Needs no model: the layer's range is checked against the model in `check`."""
-    if name == hooks.EMBED:
-        return "embed"
-    m = _BLOCK.match(name)
-    if m is None:
-        return None
-    layer = int(m.group(1))
-    return next((k for k in hooks.KINDS if k != "embed" and hooks.hook_name(k, layer) == name), None)
-
-
-def hook_layer(name: str) -> int:
-    """The block of a valid hook name; -1 for hook_embed (before block 0)."""
-    m = _BLOCK.match(name)
-    return int(m.group(1)) if m else -1
-
-
 @dataclass(frozen=True)
 class ActMaxConfig:
     """One activation-maximization run (validated here; `check(lm)` adds the model's ranges)."""
 
     hook: str = param(hooks.resid_post(3),
-                      "hook point whose activation is driven up: hook_embed, blocks.L.hook_resid_post, "
-                      "blocks.L.hook_mlp_out or blocks.L.mlp.hook_post (an MLP neuron)")
+                      f"hook point whose activation is driven up: {hooks.SPELLED} (mlp.hook_post: "
+                      "an MLP neuron)")
     index: int = param(90, "which unit of that hook point to drive up: a residual-stream dimension "
                            "(0..d_model-1) or, for mlp.hook_post, an MLP neuron (0..d_mlp-1)", min=0)
     n_tokens: int = param(5, "length of the optimized input sequence", min=1, max=MAX_TOKENS)
@@ -150,9 +133,7 @@ class ActMaxConfig:
     def __post_init__(self):
         self._resolve_defaults()
         validate(self)
-        if hook_kind(self.hook) is None:
-            raise ValueError(f"hook must be hook_embed or blocks.L.hook_resid_post, "
-                             f"blocks.L.hook_mlp_out, blocks.L.mlp.hook_post, got {self.hook!r}")
+        _ = self.point            # the hook name parsed once (lab.hooks): one sentence if it is none
         self._check_method()
 
     def _resolve_defaults(self) -> None:
@@ -198,19 +179,26 @@ class ActMaxConfig:
             raise ValueError("the cross-entropy scores every token after the first: n_tokens must "
                              "be at least 2 with a fluency weight")
 
+    @cached_property
+    def point(self) -> HookPoint:
+        """The hook point `hook` names, parsed once (not a field: the config stays its fields)."""
+        return HookPoint.parse(self.hook)
+
     def check(self, lm: LabModel) -> "ActMaxConfig":
-        """Raise ValueError when the hook, index or n_tokens do not fit this model."""
-        hooks.parse_hook(lm, self.hook)   # the block's range, in lab.hooks' own words
-        width = hooks.width(lm, self.hook)
-        if self.sae:
-            from lab.actmax.target import sae_width
-            width = sae_width(lm, self)
-        if self.index >= width:
-            where = f"the latents of SAE {self.sae}" if self.sae else f"{self.hook} of {lm.name}"
-            raise ValueError(f"index {self.index} out of range for {where}: valid 0..{width - 1}")
+        """Raise ValueError when the hook, index or n_tokens do not fit this model. Reads no
+        weights: an SAE's latents are checked when a run opens it (lab.actmax.target_of)."""
+        self.point.check(lm)
+        if not self.sae:
+            self.check_index(lm, units(lm, self.point))
         if self.n_tokens > lm.n_ctx:
             raise ValueError(f"n_tokens {self.n_tokens} exceeds {lm.name}'s context of {lm.n_ctx}")
         return self
+
+    def check_index(self, lm: LabModel, width: int) -> None:
+        """One sentence when `index` is not one of the `width` units it counts in."""
+        if self.index >= width:
+            where = f"the latents of SAE {self.sae}" if self.sae else f"{self.hook} of {lm.name}"
+            raise ValueError(f"index {self.index} out of range for {where}: valid 0..{width - 1}")
 
     @property
     def fluent(self) -> bool:
@@ -227,7 +215,7 @@ class ActMaxConfig:
         """What one index is: an SAE "latent", an MLP "neuron" or a "dim" of a d_model-wide vector."""
         if self.sae:
             return "latent"
-        return "neuron" if hook_kind(self.hook) == "mlp_post" else "dim"
+        return "neuron" if self.point.kind == "mlp_post" else "dim"
 
     @property
     def target(self) -> str:

@@ -22,14 +22,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from lab import hooks
-from lab.actmax.config import ActMaxConfig, hook_layer
-from lab.hooks import capture, forward
+from lab.actmax.config import ActMaxConfig
+from lab.hooks import HookPoint, capture, forward
 from lab.models import LabModel
+from lab.sae.load import fitting, units
 
 EVAL_BATCH = 128          # sequences per forward: 128 x 5 tokens' logits are ~130 MB on SmolLM2
-_SAES: dict[str, object] = {}
-_SAES_LOCK = threading.Lock()
+_ALLOWED_LOCK = threading.Lock()
 _ALLOWED: dict[tuple[int, int], tuple[object, torch.Tensor]] = {}
 
 
@@ -37,11 +36,16 @@ _ALLOWED: dict[tuple[int, int], tuple[object, torch.Tensor]] = {}
 class Target:
     """Unit `index` of the hook's activation (or of `encode` of it: an SAE's latents)."""
 
-    hook: str
+    point: HookPoint
     index: int
     reduce: str
     neighbours: torch.Tensor                  # [n] units tracked beside the target
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None   # [..., d_in] -> [..., latents]
+
+    @property
+    def hook(self) -> str:
+        """The hook point's name: the key `capture` fills."""
+        return self.point.name
 
     def units(self, h: torch.Tensor) -> torch.Tensor:
         """The hook's activation [batch, pos, width] as the units `index` counts in."""
@@ -55,47 +59,15 @@ class Target:
                 reduce_positions(u.detach()[..., nb], self.reduce).mean(-1))
 
 
-def load_sae(source: str):
-    """The SAE of `source` (a folder or hub id), loaded once per process by lab.sae.saelens."""
-    with _SAES_LOCK:
-        if source not in _SAES:
-            try:
-                from lab.sae.saelens import load_sae as load
-            except ImportError as e:
-                raise ValueError(f"an SAE target needs lab.sae.saelens, which cannot load here: {e}")
-            _SAES[source] = load(source)
-        return _SAES[source]
-
-
-def check_fits(loaded, lm: LabModel) -> None:
-    """lab.sae.saelens' own check that an SAE reads this model (width, hook range)."""
-    from lab.sae.saelens import check_fits as check
-    check(loaded, lm)
-
-
-def _fitting_sae(lm: LabModel, cfg: ActMaxConfig):
-    loaded = load_sae(cfg.sae)
-    check_fits(loaded, lm)
-    if loaded.hook != cfg.hook:
-        raise ValueError(f"SAE {cfg.sae} reads {loaded.hook}: set hook to {loaded.hook}, "
-                         f"got {cfg.hook}")
-    return loaded
-
-
-def sae_width(lm: LabModel, cfg: ActMaxConfig) -> int:
-    """How many latents the config's SAE has (after checking it fits the model and hook)."""
-    return int(_fitting_sae(lm, cfg).n_latents)
-
-
 def target_of(lm: LabModel, cfg: ActMaxConfig) -> Target:
-    """The config's target on this model (checks the ranges first: one sentence each)."""
+    """The config's target on this model (checks the ranges first: one sentence each). An
+    SAE target opens the SAE here (lab.sae.load): the checks that need its weights."""
     cfg.check(lm)
-    encode, width = None, hooks.width(lm, cfg.hook)
-    if cfg.sae:
-        loaded = _fitting_sae(lm, cfg)
-        encode, width = loaded.sae.encode, int(loaded.n_latents)
+    loaded = fitting(lm, cfg.sae, cfg.point) if cfg.sae else None
+    width = units(lm, cfg.point, loaded)
+    cfg.check_index(lm, width)
     nb = torch.tensor(neighbour_indices(cfg, width), dtype=torch.long)
-    return Target(cfg.hook, cfg.index, cfg.reduce, nb, encode)
+    return Target(cfg.point, cfg.index, cfg.reduce, nb, loaded.sae.encode if loaded else None)
 
 
 def reduce_positions(h: torch.Tensor, how: str) -> torch.Tensor:
@@ -179,7 +151,7 @@ def evaluate_swaps(lm: LabModel, target: Target, ids: torch.Tensor, cands: torch
     distribution at p-1, and the LM head runs on positions p..T-2 only. The last position
     predicts nothing: it runs up to the target's block, not through the whole body."""
     B, n, T = cands.shape
-    if not fluent and hook_layer(target.hook) < 0:   # stops before block 0: no cache to reuse
+    if not fluent and target.point.layer < 0:   # stops before block 0: no cache to reuse
         return evaluate(lm, target, cands.reshape(B * n, T), fluent, batch)
     base, cache = _prefix_forward(lm, target.hook, ids.to(lm.device), fluent)
     flat = cands.reshape(B * n, T).to(lm.device)
@@ -273,7 +245,7 @@ def allowed_tokens(lm: LabModel) -> torch.Tensor:
     per tokenizer."""
     tok, V = lm.tokenizer, lm.vocab_size
     key = (id(tok), V)
-    with _SAES_LOCK:
+    with _ALLOWED_LOCK:
         if key in _ALLOWED:
             return _ALLOWED[key][1]
     ok = torch.zeros(V, dtype=torch.bool)
@@ -283,7 +255,7 @@ def allowed_tokens(lm: LabModel) -> torch.Tensor:
         ok[[i for i in set(tok.all_special_ids) if i < V]] = False
         texts = tok.batch_decode([[i] for i in range(n)])
         ok[[i for i, t in enumerate(texts) if not t or "\ufffd" in t or _control(t)]] = False
-    with _SAES_LOCK:
+    with _ALLOWED_LOCK:
         _ALLOWED[key] = (tok, ok)      # the tokenizer kept alive, so its id stays its own
     return ok
 

@@ -33,7 +33,8 @@ from lab.feature.result import FeatureResult
 from lab.feature.splice import Edit, logits, patch_for, splice
 from lab.feature.store import sae_folder
 from lab.feature.texts import Texts, bos_token, choose_texts, pick_latent
-from lab.sae.saelens import LoadedSAE, check_fits, load_sae
+from lab.sae.load import load_sae
+from lab.sae.saelens import LoadedSAE, check_fits
 from lab.sae.stats import data_warning
 from lab.scan import Corpus, scan_corpus
 

@@ -1,4 +1,5 @@
-"""SAEs in SAELens's folder format, and any SAE the lab can splice: `load_sae(source)`.
+"""SAEs in SAELens's folder format: reading one (`_load_saelens`, called by lab.sae.load, the
+process's one loader), `check_fits`, and writing one (`save_saelens`).
 
     folder/cfg.json                  d_in, d_sae, architecture, activation, hook_name, ...
     folder/sae_weights.safetensors   W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae],
@@ -12,17 +13,15 @@ norm_in/out as SAELens's `normalize_activations` says: "none" and "expected_aver
 (SAELens folds that scale into the weights, so at inference it is the identity),
 "constant_norm_rescale" (x * sqrt(d_in) / |x|) and "layer_norm".
 
-A source is a folder in that format, a folder of this lab's own format (config.json +
-sae.safetensors, converted on load with its input scale folded into the weights), or a
-Hugging Face hub id `owner/repo/folder/in/repo` (downloaded when the hub is reachable).
+lab.sae.load opens a source: a folder in that format, a folder of this lab's own format
+(config.json + sae.safetensors, converted on load with its input scale folded into the
+weights), or a Hugging Face hub id `owner/repo/folder/in/repo`.
 The lab's SAEs also save in SAELens's format (`save_saelens`), so one trained here opens
-in SAELens. SAELens's hook names are TransformerLens's; `blocks.L.hook_resid_pre` is the
-lab's `blocks.{L-1}.hook_resid_post` (`hook_embed` for L = 0).
+in SAELens. SAELens's hook names are TransformerLens's; lab.hooks maps them (`from_saelens`, `to_saelens`).
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,7 @@ from lab.sae.saelens_model import ACTIVATIONS, NORMS, SAELensSAE, from_lab
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 LAB_CFG, LAB_WEIGHTS = "config.json", "sae.safetensors"
 __all__ = ["ACTIVATIONS", "NORMS", "LoadedSAE", "SAELensSAE", "check_fits", "from_lab",
-           "lab_hook", "load_sae", "save_saelens", "saelens_config", "saelens_hook"]
-_TL_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_post|hook_mlp_out|mlp\.hook_post)$")
+           "lab_hook", "save_saelens", "saelens_config", "saelens_hook"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,61 +58,21 @@ class LoadedSAE:
         return f"{self.n_latents} latents ({kind}) on {self.hook}{trained}"
 
 
-# ---------------------------------------------------------------- hook names
+# ---------------------------------------------------------------- hook names (lab.hooks spells them)
 
-def lab_hook(name: str) -> str:
-    """A SAELens (TransformerLens) hook name -> the lab's, or one sentence saying why not."""
-    m = _TL_HOOK.match(name or "")
-    if m is None:
-        raise ValueError(f"the SAE reads {name!r}, which the lab cannot splice; supported: "
-                         "blocks.L.hook_resid_pre, blocks.L.hook_resid_post, blocks.L.hook_mlp_out, "
-                         "blocks.L.mlp.hook_post")
-    layer, kind = int(m.group(1)), m.group(2)
-    if kind == "hook_resid_pre":
-        return hooks.EMBED if layer == 0 else hooks.resid_post(layer - 1)
-    return {"hook_resid_post": hooks.resid_post, "hook_mlp_out": hooks.mlp_out,
-            "mlp.hook_post": hooks.mlp_post}[kind](layer)
+lab_hook = hooks.from_saelens         # SAELens's name -> the lab's
+saelens_hook = hooks.to_saelens       # the lab's name -> (SAELens's, its layer)
 
 
-def saelens_hook(hook: str) -> tuple[str, int]:
-    """The lab's hook name -> (SAELens's name, its layer)."""
-    if hook == hooks.EMBED:
-        return "blocks.0.hook_resid_pre", 0
-    m = _TL_HOOK.match(hook)
-    if m is None or m.group(2) == "hook_resid_pre":
-        raise ValueError(f"{hook!r} is not a hook point an SAE can be saved for")
-    return hook, int(m.group(1))
-
-
-# ---------------------------------------------------------------- loading
-
-def load_sae(source: str) -> LoadedSAE:
-    """The SAE in `source`: a local folder (the lab's format first when it has both: its
-    metadata says more, e.g. what the SAE was trained on) or a hub id."""
-    source = str(source).strip()
-    if not source:
-        raise ValueError("no SAE given: name a folder or a Hugging Face hub id")
-    folder = Path(source).expanduser()
-    if not folder.exists():
-        folder = _download(source)
-    if not folder.is_dir():
-        raise ValueError(f"{source} is a file, not a folder with an SAE")
-    if (folder / LAB_CFG).exists() and (folder / LAB_WEIGHTS).exists():
-        return _load_lab(folder, source)
-    if (folder / CFG).exists():
-        return _load_saelens(folder, source)
-    raise ValueError(f"{source} has neither {CFG} + {WEIGHTS} (SAELens) nor {LAB_CFG} + "
-                     f"{LAB_WEIGHTS} (this lab)")
-
+# ---------------------------------------------------------------- checks
 
 def check_fits(loaded: LoadedSAE, lm) -> None:
     """One sentence when the SAE's hook or width does not fit `lm`."""
-    m = _TL_HOOK.match(loaded.source_hook or "")
-    if m and m.group(2) == "hook_resid_pre" and int(m.group(1)) >= lm.n_layers:
+    pre = hooks.saelens_input_layer(loaded.source_hook)
+    if pre is not None and pre >= lm.n_layers:
         raise ValueError(f"the SAE reads {loaded.source_hook}, but {lm.name} has blocks "
                          f"0..{lm.n_layers - 1}: hook_resid_pre exists for those only")
-    hooks.parse_hook(lm, loaded.hook)
-    width = hooks.width(lm, loaded.hook)
+    width = hooks.parse_hook(lm, loaded.hook).width(lm)
     if width != loaded.d_in:
         raise ValueError(f"the SAE reads {loaded.d_in}-wide activations at {loaded.hook}, but "
                          f"{lm.name}'s are {width} wide: it was made for another model")
@@ -217,30 +175,6 @@ def check_finite(t: torch.Tensor, name: str, source: str) -> None:
                          "must be finite numbers")
 
 
-def _load_lab(folder: Path, source: str) -> LoadedSAE:
-    from lab.sae.persist import load
-    meta = _read_json(folder / LAB_CFG).get("metadata") or {}
-    if not isinstance(meta, dict):
-        raise ValueError(f"{source}: metadata in {LAB_CFG} is not a JSON object")
-    if not meta.get("hook"):
-        raise ValueError(f"{source} does not say which hook point its SAE reads (no "
-                         "metadata.hook in config.json)")
-    try:
-        lab_sae = load(folder)
-    except ValueError:       # the SAE's own checks (activation, k, ...): already one sentence
-        raise
-    except Exception as e:   # a damaged sae.safetensors raises safetensors' own error type
-        raise ValueError(f"{source} is not a readable lab SAE ({first_sentence(e)})") from None
-    sae = from_lab(lab_sae)
-    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
-        check_finite(getattr(sae, name), name, source)
-    n_tokens = meta.get("n_tokens")
-    return LoadedSAE(sae, meta["hook"], sae.d_in, sae.n_latents, source, meta.get("model", ""),
-                     "lab", _training_data(meta.get("training_data")),
-                     n_tokens if isinstance(n_tokens, int) else 0,
-                     bool(meta.get("prepend_bos", False)), meta["hook"])
-
-
 def first_sentence(e: Exception) -> str:
     """The first line of `e`'s message; a line ending in ':' (torch's "Error(s) in loading
     state_dict for ...:") joined to the next, which says what is wrong."""
@@ -250,25 +184,7 @@ def first_sentence(e: Exception) -> str:
     return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
-# ---------------------------------------------------------------- the hub and saving
-
-def _download(source: str) -> Path:
-    parts = source.strip("/").split("/")
-    if len(parts) < 2 or source.startswith((".", "/", "~")):
-        raise ValueError(f"no folder {source}, and it is not a hub id (owner/repo/folder)")
-    from lab.models import hub_reachable
-    if not hub_reachable():
-        raise ValueError(f"{source} is not a folder here and the Hugging Face hub is not "
-                         "reachable (offline): download it where there is internet and give the folder")
-    from huggingface_hub import snapshot_download
-    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
-    patterns = [f"{sub}/{CFG}", f"{sub}/{WEIGHTS}"] if sub else [CFG, WEIGHTS]
-    try:
-        root = Path(snapshot_download(repo, allow_patterns=patterns))
-    except Exception as e:   # hub errors come in many types; the user needs one sentence
-        raise ValueError(f"could not download {source} from the hub: {first_sentence(e)}") from None
-    return root / sub if sub else root
-
+# ---------------------------------------------------------------- saving
 
 def saelens_config(sae: SAELensSAE, hook: str, model: str = "", prepend_bos: bool = False,
                    **extra) -> dict:

@@ -1,6 +1,6 @@
 """Steering: watch the model continue a prompt, then push it with a vector at one hook.
 
-    vector      an SAE latent's decoder direction (any SAE `lab.sae.saelens.load_sae` opens;
+    vector      an SAE latent's decoder direction (any SAE `lab.sae.load.load_sae` opens;
                 'default': the SAE page's default SAE), or a contrast: the mean activation at
                 the hook over prompt A's tokens minus over prompt B's (ActAdd; each side may
                 be a list of prompts)

@@ -4,9 +4,9 @@ field, so (model, device, config) names a whole run."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from lab import hooks
 from lab.experiment import param, validate
 from lab.hidden import check_plain
 
@@ -15,7 +15,6 @@ MAX_NEW_TOKENS = 256
 MAX_ALPHA = 1000.0
 LOVE = ("love", "loved", "loving", "lovely", "happy", "joy", "wonderful", "kind", "beautiful",
         "friend", "friends", "care", "sweet", "heart")
-_HOOK = re.compile(r"^(hook_embed|blocks\.\d+\.(hook_resid_post|hook_mlp_out|mlp\.hook_post))$")
 
 
 @dataclass(frozen=True)
@@ -23,9 +22,8 @@ class SteerConfig:
     """Continue a prompt unsteered, steered and with a random control, side by side."""
 
     prompt: str = param("I hate you because", "The text the model continues.")
-    hook: str = param("", "Where the vector is added, at every position: hook_embed, "
-                          "blocks.L.hook_resid_post, blocks.L.hook_mlp_out or "
-                          "blocks.L.mlp.hook_post; empty: the SAE's own hook, or for a contrast "
+    hook: str = param("", f"Where the vector is added, at every position: {hooks.SPELLED}; "
+                          "empty: the SAE's own hook, or for a contrast "
                           "the residual stream after block n_layers // 5.")
     sae: str = param("", "An SAE folder (SAELens's or this lab's format, or a hub id), or "
                          f"'{DEFAULT_SAE}' for the SAE page's default SAE of this model and seed: "
@@ -69,9 +67,8 @@ class SteerConfig:
         if not self.prompt.strip():
             raise ValueError("the prompt is empty: give some text for the model to continue")
         check_plain(self.prompt)
-        if self.hook and not _HOOK.match(self.hook):
-            raise ValueError(f"unknown hook point {self.hook!r}; valid: hook_embed, "
-                             "blocks.L.hook_resid_post, blocks.L.hook_mlp_out, blocks.L.mlp.hook_post")
+        if self.hook and hooks.hook_kind(self.hook) is None:   # the model's range: in the run
+            raise ValueError(f"unknown hook point {self.hook!r}; valid: {hooks.SPELLED}")
         for a in self.sweep:
             if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) \
                     or abs(a) > MAX_ALPHA:

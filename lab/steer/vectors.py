@@ -81,7 +81,8 @@ def build_vector(lm: LabModel, cfg: SteerConfig, prompt_ids: list[int],
                  on_progress=None) -> Vector:
     """The config's vector and its control, checked against the model (one sentence if not)."""
     if cfg.uses_sae:
-        from lab.sae.saelens import check_fits, load_sae
+        from lab.sae.load import load_sae
+        from lab.sae.saelens import check_fits
         folder = cfg.sae
         if folder == DEFAULT_SAE:
             from lab.feature.store import default_sae
