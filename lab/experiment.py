@@ -208,7 +208,19 @@ def replace_paths(cfg, values: dict[str, Any]):
     top, nested = _group(values)
     for head, sub in nested.items():
         top[head] = replace_paths(getattr(cfg, head), sub)
-    return dataclasses.replace(cfg, **top)
+    return dataclasses.replace(cfg, **{**_self_filled(cfg, top), **top})
+
+
+def _self_filled(cfg, changes: dict[str, Any]) -> dict[str, None]:
+    """The fields declared None that `cfg` filled by itself (e.g. a method's steps), as None:
+    replaced with `changes`, they take the new values' defaults, not the old ones' (a preset
+    with steps=500 for continuous gives discrete its own 60). A field whose value differs from
+    the one `cfg` fills was set by hand and is kept."""
+    blank = [f.name for f in dataclasses.fields(cfg) if f.default is None and f.name not in changes]
+    if not changes or not blank:
+        return {}
+    own = dataclasses.replace(cfg, **{name: None for name in blank})
+    return {name: None for name in blank if getattr(own, name) == getattr(cfg, name)}
 
 
 def _group(values: dict[str, Any]) -> tuple[dict, dict[str, dict]]:

@@ -99,3 +99,42 @@ def test_cli_rejects_bad_choice():
 def test_progress_fraction():
     assert Progress(3, 4, "step").fraction == 0.75
     assert Progress(5, 4, "step").fraction == 1.0 and Progress(0, 0, "step").fraction == 0.0
+
+
+@dataclass(frozen=True)
+class SelfFilling:
+    """A config that fills `steps` left None from its `mode` (as ActMaxConfig's methods do)."""
+
+    mode: Literal["slow", "fast"] = param("slow", "which mode")
+    steps: int | None = param(None, "steps (default: the mode's)", min=1)
+
+    def __post_init__(self):
+        if self.steps is None:
+            object.__setattr__(self, "steps", {"slow": 500, "fast": 60}[self.mode])
+
+
+@dataclass(frozen=True)
+class HoldsSelfFilling:
+    inner: SelfFilling = param(SelfFilling(), "a nested self-filling config")
+
+
+def test_replace_paths_lets_a_new_mode_fill_its_own_defaults():
+    cfg = replace_paths(HoldsSelfFilling(), {"inner.mode": "fast"})
+    assert cfg.inner.steps == 60                       # not the slow mode's filled 500
+    assert build(HoldsSelfFilling, {"inner.mode": "fast"}).inner.steps == 60
+    assert replace_paths(SelfFilling(steps=7), {"mode": "fast"}).steps == 7   # set by hand: kept
+    assert replace_paths(SelfFilling(), {"mode": "fast", "steps": 500}).steps == 500
+
+
+def test_cli_repro_with_another_method_runs_that_methods_defaults():
+    from lab.actmax.config import method_defaults
+    from lab.actmax.repro import ReproConfig
+    parser = argparse.ArgumentParser()
+    pairs = add_config_arguments(parser, ReproConfig)
+    cfg = config_from(ReproConfig, pairs, parser.parse_args(["--method", "discrete"]))
+    assert cfg.actmax.method == "discrete"
+    assert cfg.actmax.steps == method_defaults("discrete")["steps"] != ReproConfig().actmax.steps
+    assert cfg.actmax.candidates == method_defaults("discrete")["candidates"]
+    cfg = config_from(ReproConfig, pairs, parser.parse_args(["--method", "discrete",
+                                                             "--steps", "500"]))
+    assert cfg.actmax.steps == 500
