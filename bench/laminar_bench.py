@@ -27,44 +27,9 @@ process, then Ray's start-up (a local Ray on this machine's cores), then the sam
 tasks for each --ray-cpus value (twice: the first run also starts Ray's workers), each compared
 row by row with the in-process rows.
 
-Measured here (2 shared cores, --threads 1, both sides in one process, equal settings):
-  GPT-2 small shape, random weights, 12 layers, 4 x 256 tokens, 6144 latents, 10 epochs, batch 256
-    Top-K 32:  lab 41.3 s, seed-style 202.3 s: 4.90x (forward 20.0x, SAE training 3.65x)
-    ReLU + L1: lab 124.4 s, seed-style 174.7 s: 1.40x (forward 16.3x, SAE training 0.98x)
-  smollm2-135m, real weights, LED text, 30 layers, 4 x 256 tokens, 4608 latents, 30 epochs
-    ReLU + L1: lab 436.2 s, seed-style 605.7 s: 1.39x (forward 20.4x, SAE training 1.09x)
-At the seed's token count (`--full-tokens --model smollm2-135m --layers 30 --noise-seeds 2`:
-10 x 1024 tokens of the LED text, layers 0, 6, 12, 17, 23, 29, 4608 latents, 10 epochs, l1 3e-3,
-lr 1e-3, 2 threads; measured 2026-12-03 on an idle 2-core Xeon with AMX, ~11 minutes):
-    ReLU + L1: lab 62.7 s, seed-style 185.4 s: 2.95x (forward 6.0x, SAE training 2.03x)
-    Top-K 32:  lab 38.4 s, seed-style 190.0 s: 4.95x (forward 7.3x, SAE training 4.04x)
-  On three layers (0, 15, 29; before the sparse init gain and density) ReLU 2.44x, Top-K 3.40x:
-  the lab's one forward is shared by fewer layers, the seed-style loop pays one per layer, so
-  the whole sweep (30 layers) gains more than either. Per layer, the code before this session's
-  Top-K changes (commit 2e3797d, same run) gave the same density and nMSE to within 0.0002, inside
-  the run-to-run spread over seeds 0-2 (Top-K nMSE 0.0004-0.0010; density k / latents exactly;
-  ReLU: bit-identical, its path did not change; its spread is nMSE 0.002-0.02, density
-  0.0001-0.0009). The two sides' ReLU densities differ (0.0105 vs 0.0215): the seed-style loop
-  has its own init and no input scaling, so only the lab's own numbers are compared.
-Again on 2026-12-04 18:00 UTC, a 2-core AMD EPYC (AVX512-BF16, no AMX: the first run there of
-the bfloat16 ranking, lab.sae.select), same command, 16 minutes:
-    ReLU + L1: lab 90.2 s, seed-style 283.6 s: 3.14x (forward 7.3x, SAE training 2.02x)
-    Top-K 32:  lab 47.8 s, seed-style 281.5 s: 5.89x (forward 8.3x, SAE training 4.65x)
-  Against the code before any of the SAE speed work (commit d9455e8's own bench with
-  `--layer-list 0,6,12,17,23,29 --skip-seed`, same machine, right after): ReLU density and
-  nMSE equal to 4 digits in all six layers; Top-K density 0.0069 (k / latents) in all, nMSE
-  within 0.0002 (L23 0.1206 vs 0.1208), inside the spread over seeds 0-2 (Top-K nMSE
-  0.0004-0.0009; ReLU nMSE 0.002-0.024, density 0.0001-0.0010). That code's Top-K SAEs took
-  55.8 s there against 31.4 s here (1.78x; two runs, so +-15%).
-
-What bounds ReLU + L1: a fresh ReLU code is ~50% dense, and a step can only skip work for
-latents that are off. Until L1 has pushed the density under SPARSE_CUTOFF (5%) every step is a
-dense step, whose cost the seed-style loop shares (the lab's hand-written dense step saves one
-of autograd's six matmuls: ~1.2x). On smollm2 layer 15 that phase lasts ~90 Adam steps
-(density 50% -> 5.6% by epoch 22 of 30 at 4 steps per epoch): 89 of these runs' 120 steps. At
-the seed's 10 x 1024 tokens (36 steps per epoch) the same ~90 steps are a small part of 2700,
-and the rest run at the sparse step's 2-2.5x; the random-weight GPT-2's code never goes
-sparse at all (mean density 0.33 after 10 epochs). Top-K is sparse from the first step.
+Results: each run writes what it printed to bench/results/laminar_bench.md (with --ray:
+bench/results/laminar_bench_ray.md), headed by machine, date and commit; earlier
+measurements: bench/results/laminar_bench_history.md.
 """
 from __future__ import annotations
 
@@ -334,4 +299,7 @@ def _diff(a, b) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from report import tee, write_result   # bench/ is on sys.path when run as a script
+    with tee() as printed:
+        main()
+    write_result("laminar_bench_ray" if "--ray" in sys.argv else "laminar_bench", printed)

@@ -3,6 +3,9 @@ workers x 1 thread, on N activation-maximization jobs with different seeds (no d
 process, side by side. Prints each arm's wall time to finish all jobs and the ratio.
 
     python bench/runner_split.py --jobs 4 --model smollm2-135m
+
+Results: each run writes what it printed to bench/results/runner_split.md, headed by machine,
+date and commit.
 """
 from __future__ import annotations
 
@@ -45,4 +48,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from report import tee, write_result   # bench/ is on sys.path when run as a script
+    with tee() as printed:
+        main()
+    write_result("runner_split", printed)

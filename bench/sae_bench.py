@@ -31,111 +31,9 @@ Trainers:
 The floor: one dense encoder matmul per batch ([256, d] x [d, latents], timed in the cell at
 its thread count) x batches per epoch; the Top-K selection needs it.
 
-Profile (`--profile`, median ms per step over 30 steps after 5 warm-up steps; 10240 x 768
-atoms, 6144 latents, k=32, batch 256; measured 2026-12-03 19:00 UTC on an idle 2-core Xeon with
-AMX tiles, once, so about +-10%). Ours ranks in bfloat16 there (lab.sae.select):
-                                 ours-tied      ours-untied    sparsify-bare
-  phase                          1 thr  2 thr   1 thr  2 thr   1 thr  2 thr
-  encoder copy to bfloat16        2.3    1.0     2.5    1.3
-  encoder matmul (bfloat16)       4.6    2.4     4.6    2.6    23.4   12.6  (sparsify: fp32
-  top-1.5k selection (bfloat16)   6.0    3.5     6.0    3.3                  matmul + top-k)
-  float32 re-rank (SDDMM)         3.8    2.0     3.9    2.2
-  sparse decode                   1.4    0.7     2.2    0.9     2.6    1.4
-  loss + d loss/d recon           0.6    0.3     0.6    0.4     0.8    0.6
-  bwd: d code (SDDMM)             1.6    0.9     1.9    1.1    20.5   11.6  (sparsify: whole
-  bwd: group by latent            0.7    0.6     0.7    0.6                  autograd backward)
-  bwd: d W (CSR x dense)          3.3    1.8     5.7    3.2
-  bwd: d b_dec                    1.0    0.5     1.2    0.6
-  Adam (fused)                    5.4    3.0    10.8    5.8    11.4    6.1
-  decoder unit norm                 -      -     2.8    1.5       -      -
-  whole step                     31.2   17.1    43.9   24.2    59.2   32.5
-  bare float32 encoder matmul    16.0    8.6
-sparsify-trainer's whole step: 83.7 (1 thread), 44.9 (2 threads). The four selection phases
-(16.7 / 8.9 ms) replace a float32 matmul + top-k of ~20 / ~11 ms; each phase is slower inside
-a step than alone (the bfloat16 matmul alone: 2.5 / 1.6 ms), the rest of a step evicts its
-inputs. Before (float32 selection, same machine, earlier that day): ours-tied 33.3 / 20.4 ms.
-
-Cells (`python bench/sae_bench.py`, same machine, 19:00 UTC; s/epoch, held-out nMSE):
-  cell               ours-tied        ours-untied      sparsify-bare    sparsify-trainer
-  atoms    1 thread  1.182  0.4807    1.796  0.4811    2.274  0.7463    3.146  0.7469
-  atoms    2 threads 0.689  0.4807    0.990  0.4811    1.320  0.7463    1.794  0.7469
-  lowrank  1 thread  1.219  0.5176    1.794  0.4777    2.267  0.4738    3.180  0.4731
-  lowrank  2 threads 0.684  0.5176    0.951  0.4777    1.265  0.4737    1.752  0.4731
-  smollm2  1 thread  0.859  0.6242    1.184  0.6271    1.568  0.6266    2.106  0.6263
-  smollm2  2 threads 0.523  0.6242    0.695  0.6271    0.903  0.6266    1.140  0.6263
-  ours-tied is 1.73-1.92x sparsify-bare and 2.18-2.66x sparsify-trainer in every cell, 1.87x
-  the float32 encoder floor at best (lowrank, 1 thread; atoms 1.90x); its nMSE is better on
-  atoms and smollm2, 9% worse on lowrank (a tied code fits that Gaussian worse: ours-untied is
-  within 0.8% there). ours-untied, the like-for-like arm (untied, unit-norm decoder), is
-  1.26-1.33x sparsify-bare (which skips the decoder norm) and 1.64-1.84x sparsify-trainer.
-  `--only ours-tied,ours-tied-fp32` etc. time the float32 selection beside: ours-tied 1.20x
-  (1 thread) and 1.27x (2 threads) faster with the bfloat16 ranking, same nMSE to 4 digits.
-
-2026-12-04 (another 2-core Xeon with AMX, 480 MB shared L3; `lab.sae.select.top_m` ranks the
-1.5 k candidates in two grouped passes; epoch 1 left out; `--epochs 4 --data atoms,lowrank`):
-  profile, whole step ms (1 / 2 threads): ours-tied 21.4 / 14.1, ours-untied 32.6 / 20.6,
-  sparsify-bare 51.8 / 29.5; the selection phase 5.7 -> 3.7 ms (1 thread), 3.4 -> 2.5 (2).
-  cell               ours-tied        ours-untied      sparsify-bare    sparsify-trainer
-  atoms    1 thread  0.818  0.4812    1.215  0.4819    1.828  0.7444    2.557  0.7451
-  atoms    2 threads 0.479  0.4812    0.679  0.4819    1.001  0.7444    1.364  0.7451
-  lowrank  1 thread  0.859  0.4788    1.240  0.4362    1.738  0.4321    2.537  0.4312
-  lowrank  2 threads 0.465  0.4788    0.677  0.4362    0.989  0.4321    1.328  0.4312
-  ours-tied 2.02-2.24x sparsify-bare, 2.85-3.13x sparsify-trainer, 1.55x the floor at best;
-  its lowrank nMSE is still 11% above sparsify's. ours-untied 1.40-1.50x sparsify-bare (nMSE
-  within 1%), 2.0-2.1x sparsify-trainer. Without the warm-up exclusion the same cells read up
-  to 2x for untied: sparsify's first epoch (3.3-3.6 s vs 1.8 s) is its allocator warming up.
-  Where untied's remaining time goes (1 thread): Adam 9.0 ms (as sparsify's: the same fused
-  kernel on the same 9.4 M parameters), d W 4.8, decoder unit norm 2.1 (sparsify-bare has none).
-
-2026-12-04 13:24 UTC (same machine; + ours-untied-free, topk_bf16 sorts only the k winners,
-the by-latent order by a 16-bit radix sort; `--epochs 4`, all three data kinds), s/epoch:
-  cell               tied   untied  untied-free  sparsify-bare  sparsify-trainer
-  atoms    1 thread  0.865  1.259   1.154        1.967          (2.4-2.7)
-  atoms    2 threads 0.469  0.681   0.628        1.084          1.457
-  lowrank  1 thread  0.812  1.234   1.138        1.867          2.622
-  lowrank  2 threads 0.440  0.687   0.640        0.998          1.411
-  smollm2  1 thread  0.520  0.719   0.701        1.199          1.515
-  smollm2  2 threads 0.315  0.418   0.410        0.659          0.879
-  ours-untied-free holds the bar in 12 of 12 (cell, peer) pairs (1.56-1.73x sparsify-bare,
-  nMSE within 1.0%), ours-untied 11 (lowrank 2 threads 1.45x), ours-tied 8 (lowrank nMSE +11%).
-  Best x floor: ours-tied 1.39x (lowrank, 2 threads). Noise: in a run 4 h earlier sparsify ran
-  ~10% faster and untied-free read 1.45-1.46x at 2 threads on atoms and smollm2.
-
-2026-12-04 18:00 UTC, a 2-core AMD EPYC (AVX512-BF16, no AMX; 32 MB L3), `--epochs 4`, s/epoch:
-  cell               tied   untied  untied-free  sparsify-bare  sparsify-trainer  floor
-  float32 ranking (before lab.sae.select took AVX512-BF16 as a fast bfloat16 unit):
-  atoms    1 thread  1.599  1.869   1.791        2.099          2.338             0.989
-  atoms    2 threads 0.909  1.076   1.054        1.188          1.383             0.556
-  lowrank  1 thread  1.492  1.747   1.717        1.855          2.142             1.033
-  lowrank  2 threads 1.088  1.193   1.134        1.184          1.411             0.738
-  smollm2  1 thread  0.956  1.083   1.068        1.222          1.427             0.556
-  smollm2  2 threads 0.544  0.641   0.612        0.702          0.789             0.284
-  -> ours-untied-free 1.04-1.17x sparsify-bare, 0 of 12 pairs hold the bar.
-  bfloat16 ranking (the default there since; the matmul alone 4.6x faster, 256 x 768 x 6144):
-  atoms    1 thread  0.975  1.152   1.132        2.102          2.268             1.113
-  atoms    2 threads 0.581  0.705   0.673        1.202          1.305             0.625
-  lowrank  1 thread  0.901  1.077   1.116        1.983          2.781             0.996
-  lowrank  2 threads 0.536  0.690   0.713        1.227          1.395             0.620
-  smollm2  1 thread  0.684  0.746   0.770        1.293          1.446             0.594
-  smollm2  2 threads 0.437  0.536   0.531        0.792          0.952             0.307
-  -> ours-untied-free 1.49-1.86x sparsify-bare (nMSE within 1.0%), 1.79-2.49x sparsify-trainer:
-  11 of 12 pairs, the miss smollm2 2 threads at 1.49x (1.59x in a rerun of that cell); ours-tied
-  below the float32 floor in every 768-wide cell (0.87x at best). Where that cell's step goes
-  (profile, --d-in 576 --latents 4608, 2 threads, ms): untied-free 10.3 (bf16 matmul 2.0, top
-  1.5k 1.6, float32 re-rank 1.3, Adam 2.2, d W 1.0), sparsify-bare 18.1 (matmul + top-k 9.6,
-  backward 4.7, Adam 2.8); 40 minutes later, the same profile read 14.8 vs 24.2: a neighbour's
-  memory traffic slows the memory-bound phases (Adam, re-rank, d b_dec: +50-90%) more than the
-  matmuls (+15%), so ours' lead shrinks when the machine is busy.
-  Three more full runs there (the last with top_m's numpy passes), ours-untied-free /
-  sparsify-bare per cell (nMSE as above in all):
-  run                 atoms 1  atoms 2  lowrank 1  lowrank 2  smollm2 1  smollm2 2
-  18:54               1.67x    1.65x    1.90x      1.72x      1.72x      1.74x
-  19:00               1.76x    1.73x    1.89x      1.67x      1.62x      1.50x (1.496: a miss)
-  19:10 (numpy)       1.92x    1.71x    1.97x      1.71x      1.76x      1.54x
-  19:25 (`--data smollm2 --epochs 6`, a calm spell)                1.82x      1.73x
-  atoms and lowrank held in all four runs (1.65x at worst); smollm2 at 2 threads (576 wide,
-  the smallest step: most of it memory-bound) is the edge cell, 1.49-1.74x. Against
-  sparsify-trainer untied-free is 1.74x at worst; ours-tied is 1.67-2.29x sparsify-bare.
+Results: each run writes what it printed to bench/results/sae_bench.md (with --profile:
+bench/results/sae_bench_profile.md), headed by machine, date and commit; earlier
+measurements: bench/results/sae_bench_history.md.
 """
 from __future__ import annotations
 
@@ -592,4 +490,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from report import tee, write_result   # bench/ is on sys.path when run as a script
+    with tee() as printed:
+        code = main()
+    write_result("sae_bench_profile" if "--profile" in sys.argv else "sae_bench", printed)
+    sys.exit(code)
