@@ -154,3 +154,60 @@ def test_two_threads_never_see_each_others_activations(model, request):
     assert seen["b_out"] is not None, "B's forward was stopped by A's stop hook"
     assert seen["after_b"] == {}, "A's capture recorded B's forward"
     assert torch.equal(seen["own"], expected[0])
+
+
+# ---------------------------------------------------------------- hook points as objects
+
+def test_a_hook_point_is_parsed_without_a_model_and_checked_against_one(tiny):
+    from lab.hooks import EMBED, HookPoint, mlp_out, mlp_post
+    assert HookPoint.parse(EMBED) == HookPoint(EMBED, "embed", -1)
+    assert HookPoint.parse("blocks.7.mlp.hook_post") == HookPoint(mlp_post(7), "mlp_post", 7)
+    assert HookPoint.parse(mlp_out(2)).check(tiny).width(tiny) == tiny.d_model
+    assert HookPoint.parse(mlp_post(1)).width(tiny) == tiny.d_mlp
+    for bad in ("blocks.1.resid", "blocks.-1.hook_resid_post", "blocks.01.hook_resid_post",
+                "blocks.0.attn.hook_pattern", "", None):
+        with pytest.raises(ValueError, match="hook must be hook_embed or blocks.L.hook_resid_post"):
+            HookPoint.parse(bad)
+    with pytest.raises(ValueError, match=r"layer 7 out of range for tiny-gpt2: valid 0\.\.2"):
+        HookPoint.parse(mlp_post(7)).check(tiny)
+    assert parse_hook(tiny, HookPoint.parse(mlp_out(2))) == HookPoint.parse(mlp_out(2))
+
+
+def test_saelens_names_map_through_lab_hooks():
+    from lab import hooks
+    assert hooks.from_saelens("blocks.0.hook_resid_pre") == hooks.EMBED
+    assert hooks.from_saelens("blocks.3.hook_resid_pre") == resid_post(2)
+    assert hooks.from_saelens(hooks.mlp_post(1)) == hooks.mlp_post(1)
+    assert hooks.saelens_input_layer("blocks.4.hook_resid_pre") == 4
+    assert hooks.saelens_input_layer(resid_post(4)) is None
+    assert hooks.to_saelens(hooks.EMBED) == ("blocks.0.hook_resid_pre", 0)
+    for bad in ("hook_embed", "blocks.1.attn.hook_z"):
+        with pytest.raises(ValueError, match="cannot splice"):
+            hooks.from_saelens(bad)
+
+
+def _code_strings(source: str) -> list[str]:
+    """The string constants of a module's code: docstrings (prose) left out."""
+    import ast
+    tree, docs = ast.parse(source), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and node.body and isinstance(node.body[0], ast.Expr):
+            docs.add(id(node.body[0].value))
+    return [n.value for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_hook_names_are_spelled_only_in_lab_hooks():
+    """No other module of lab/, ui/ or views/ holds a hook-name pattern or a name template in
+    its code: they call lab.hooks (help texts and prose may still name a hook for a student)."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    spelled = re.compile(r"\{layer\}\.(hook_|mlp\.hook|attn\.hook)|hook_resid_post\||"
+                         r"\\.\(hook_|mlp\\\.hook_post")
+    offenders = [str(p.relative_to(root)) for d in ("lab", "ui", "views")
+                 for p in sorted((root / d).rglob("*.py")) if p.name != "hooks.py"
+                 if any(spelled.search(t) for t in _code_strings(p.read_text(encoding="utf-8")))]
+    assert offenders == []
+    assert spelled.search(r"^blocks\.(\d+)\.(hook_resid_post|hook_mlp_out)$")   # what it catches
