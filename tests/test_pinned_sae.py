@@ -6,6 +6,9 @@ thread, by /tmp/sae_pin/pin.py of the refactoring session; lab.sae_text.run must
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -19,111 +22,28 @@ from lab.sae_text import SAETextConfig, run
 # latent choices, counts of tokens and latents.
 RTOL = 1e-3
 
-# case -> (model, config paths, numbers from commit 0bedec2)
+# case -> (model, config paths); the numbers (from commit 0bedec2) in GOLDEN[case]
 CASES = {
     'tiny_topk': (
         'tiny-gpt2',
         {'layer': 1, 'site': 'mlp_out', 'drop_first': True, 'seed': 0, 'sae.n_latents': 64,
          'sae.k': 4, 'sae.epochs': 3, 'sae.lr': 0.001, 'selectivity.n_shuffles': 1000,
-         'selectivity.top': 5},
-        {
-            'n_tokens': 563,
-            'n_latents': 64,
-            'acts_sum': 1.5707140881888293,
-            'w_enc_sum': -5.248831933276961,
-            'scale': 0.01074348483234644,
-            'history': {
-                'loss': [0.8107404682998356, 0.7761980295181274, 0.8031723465204709,
-                         0.7706865668296814, 0.7961904454748541, 0.7657427191734314],
-                'nmse': [0.8084405446997106, 0.8136515434797695, 0.8008938923086022,
-                         0.8078741388062879, 0.7939317976493894, 0.8026917380229028],
-                'l0': [4.0, 4.0, 4.0, 4.0, 4.0, 4.0],
-                'dead_fraction': [0.0, 0.03125, 0.0, 0.03125, 0.0, 0.03125],
-            },
-            'counts': {'dead': 0, 'always-on': 0, 'selective': 64},
-            'mean_density': 0.0625,
-            'top_latents': [41, 3, 0, 6, 40],
-            'top_scores': [576.003173828125, 152.07843017578125, 139.8121337890625,
-                           133.51016235351562, 130.25381469726562],
-            'top_p': [0.013986013986013986, 0.22877122877122877, 0.43756243756243757,
-                      0.4115884115884116, 0.4325674325674326],
-            'top_p_fwer': [0.061938061938061936, 0.999000999000999, 0.999000999000999, 1.0, 1.0],
-            'top_n_chance': [0.062, 5.352, 6.12, 6.564, 6.776],
-            'null_max_median': 380.58001708984375,
-            'null_max_95': 596.5931396484375,
-            'n_target': 14,
-            'n_control': 24,
-        }),
+         'selectivity.top': 5}),
     'tiny_relu': (
         'tiny-gpt2',
         {'layer': 0, 'site': 'mlp_post', 'drop_first': False, 'seed': 3, 'sae.activation': 'relu',
          'sae.tied': False, 'sae.l1': 0.001, 'sae.epochs': 2, 'sae.lr': 0.001,
          'selectivity.target': ('Romania', 'Hungary'), 'selectivity.n_shuffles': 500,
-         'selectivity.pool': 'labelled', 'selectivity.top': 5},
-        {
-            'n_tokens': 564,
-            'n_latents': 2048,
-            'acts_sum': 1554.0713856274833,
-            'w_enc_sum': 3.9875054349190577,
-            'scale': 0.08109541982412338,
-            'history': {
-                'loss': [0.32744976854699803, 0.2698986530303955, 0.262888815459304,
-                         0.2620004415512085],
-                'nmse': [0.1652208236041101, 0.11160154430766593, 0.09802440480552392,
-                         0.09322231727101336],
-                'l0': [1024.8129921259842, 1024.7857142857142, 1003.5, 1019.6428571428571],
-                'dead_fraction': [0.0, 0.0, 0.0, 0.0],
-            },
-            'counts': {'dead': 0, 'always-on': 0, 'selective': 2048},
-            'mean_density': 0.4845014214515686,
-            'top_latents': [660, 2028, 1132, 478, 1416],
-            'top_scores': [27.7884521484375, 10.36802864074707, 9.389806747436523,
-                           8.932045936584473, 7.74014139175415],
-            'top_p': [0.003992015968063872, 0.015968063872255488, 0.007984031936127744,
-                      0.001996007984031936, 0.027944111776447105],
-            'top_p_fwer': [0.023952095808383235, 0.25948103792415167, 0.3313373253493014,
-                           0.3652694610778443, 0.5049900199600799],
-            'top_n_chance': [0.022, 0.374, 0.522, 0.61, 1.034],
-            'null_max_median': 7.768692493438721,
-            'null_max_95': 22.139389038085938,
-            'n_target': 10,
-            'n_control': 24,
-        }),
+         'selectivity.pool': 'labelled', 'selectivity.top': 5}),
     'smol_topk': (
         'smollm2-135m',
         {'layer': 3, 'site': 'mlp_out', 'drop_first': True, 'seed': 0, 'sae.n_latents': 1152,
          'sae.k': 16, 'sae.epochs': 2, 'sae.lr': 0.001, 'selectivity.n_shuffles': 1000,
-         'selectivity.top': 5},
-        {
-            'n_tokens': 230,
-            'n_latents': 1152,
-            'acts_sum': -142.13669817359187,
-            'w_enc_sum': -39.562376274447615,
-            'scale': 0.8568974137306213,
-            'history': {
-                'loss': [0.8670496344566345, 0.6282274127006531, 0.825240969657898,
-                         0.6144454479217529],
-                'nmse': [0.8441454864705944, 0.8674457034715104, 0.8034412473097846,
-                         0.8484158014150888],
-                'l0': [16.0, 16.0, 16.0, 16.0],
-                'dead_fraction': [0.1015625, 0.7317708432674408, 0.1015625, 0.7369791567325592],
-            },
-            'counts': {'dead': 104, 'always-on': 0, 'selective': 1048},
-            'mean_density': 0.0138888880610466,
-            'top_latents': [103, 271, 28, 334, 335],
-            'top_scores': [1526.0601806640625, 1223.799072265625, 897.858154296875,
-                           888.0797729492188, 846.8291625976562],
-            'top_p': [0.000999000999000999, 0.008991008991008992, 0.015984015984015984,
-                      0.013986013986013986, 0.00999000999000999],
-            'top_p_fwer': [0.5804195804195804, 0.7252747252747253, 0.9630369630369631,
-                           0.968031968031968, 0.983016983016983],
-            'top_n_chance': [5.039, 8.852, 14.945, 15.264, 16.874],
-            'null_max_median': 1621.684814453125,
-            'null_max_95': 2893.789306640625,
-            'n_target': 3,
-            'n_control': 6,
-        }),
+         'selectivity.top': 5}),
 }
+# The pinned numbers: tests/golden/pinned.json["sae"] (tools/regen_golden.py recomputes them
+# and prints what changed; a changed number there fails this file).
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "pinned.json").read_text())["sae"]
 
 
 @pytest.fixture(autouse=True)
@@ -136,7 +56,8 @@ def _one_thread():
 
 
 def _check(lm, name):
-    model, paths, want = CASES[name]
+    model, paths = CASES[name]
+    want = GOLDEN[name]
     result = run(lm, build(SAETextConfig, paths))
     top, hist = result.selectivity.top(), result.history
     assert result.acts.n_tokens == want["n_tokens"] and result.sae.n_latents == want["n_latents"]
