@@ -220,3 +220,28 @@ def test_a_damaged_lab_folder_is_one_sentence(tmp_path):
         with pytest.raises(ValueError) as e:
             load_sae(source)
         _one_sentence(e, match)
+
+
+def test_the_process_keeps_each_sae_once_and_reads_a_saved_again_folder_again(tmp_path, tiny):
+    from lab.hooks import HookPoint
+    from lab.sae import load as L
+    folders = []
+    for i in range(L.MAX_SAES + 1):
+        folders.append(str(tmp_path / f"s{i}"))
+        _lab_sae().save(folders[-1], metadata={"hook": "blocks.1.hook_mlp_out", "model": "tiny-gpt2"})
+    first = L.load_sae(folders[0])
+    assert L.load_sae(folders[0]) is first                   # kept: read once per process
+    assert L.units(tiny, HookPoint.parse(hooks.mlp_out(1)), folders[0]) == 64
+    assert L.units(tiny, HookPoint.parse(hooks.mlp_post(1))) == tiny.d_mlp
+    wider = SparseAutoencoder(16, 96, k=4)
+    wider.save(folders[0], metadata={"hook": "blocks.1.hook_mlp_out", "model": "tiny-gpt2"})
+    again = L.load_sae(folders[0])                            # saved again: read again
+    assert again is not first and again.n_latents == 96
+    for f in folders[1:]:
+        L.load_sae(f)
+    assert len(L._CACHE) <= L.MAX_SAES and L.load_sae(folders[0]) is not again   # bounded: dropped
+    fits = str(tmp_path / "fits")
+    SparseAutoencoder(tiny.d_model, 96, k=4).save(fits, metadata={"hook": hooks.mlp_out(1)})
+    assert L.fitting(tiny, fits, HookPoint.parse(hooks.mlp_out(1))).n_latents == 96
+    with pytest.raises(ValueError, match="set hook to blocks.1.hook_mlp_out, got blocks.0.hook_mlp_out"):
+        L.fitting(tiny, fits, HookPoint.parse(hooks.mlp_out(0)))
