@@ -8,7 +8,7 @@
                output is the model's own), the latent ablated or steered, the change in the
                next-token distribution over a text, against control latents of similar density
 
-Any SAE the lab can load (lab.sae.saelens.load_sae): one trained on the SAE page, a folder in
+Any SAE the lab can load (lab.sae.load.load_sae): one trained on the SAE page, a folder in
 SAELens's format, a hub id, or by default the original notes' Palinka SAE for the model.
 
     config.py    FeatureConfig

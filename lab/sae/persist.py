@@ -31,11 +31,9 @@ def save(sae, folder: str | Path, metadata: dict | None = None) -> Path:
     return folder
 
 
-def load(folder: str | Path, cls=None):
-    """The SAE saved in `folder` (as `cls`, default SparseAutoencoder)."""
+def load(folder: str | Path, cls):
+    """The SAE saved in `folder`, as `cls` (the caller's class: no import back into model.py)."""
     from safetensors.torch import load_file
-    if cls is None:
-        from lab.sae.model import SparseAutoencoder as cls
     folder = Path(folder)
     cfg = json.loads((folder / FILES[1]).read_text())
     cfg.pop("metadata", None)
