@@ -13,7 +13,7 @@ sees results, marked as stopped when the run did not finish.
         run_live(lm, exp, cfg, draw=lambda partial: ...)   # progress bar, Stop, live chart
     result = job_result(lm, exp)        # finished, or the result of what a stopped run computed
     if result is not None:
-        Job(exp.name).caption()         # "stopped after ..." when it did not finish
+        PageRun(exp.name).caption()         # "stopped after ..." when it did not finish
         draw(result)
 """
 from __future__ import annotations
@@ -44,7 +44,11 @@ SESSION_BYTES = 128 << 20   # one session's kept results, all pages together (th
                             # runner.CACHE_BYTES + sessions x SESSION_BYTES
 
 
-class Job:
+class PageRun:
+    """A page's slot for its run in this session (state under `job:NAME`): the config, the
+    runner's handle while it runs, the result it keeps. The runner's queued work is
+    `lab.runner.Job`."""
+
     def __init__(self, key: str):
         self.key = key
 
@@ -176,7 +180,7 @@ def compute(lm, cfg, what: str, **reuse) -> Any:
     return handle.result
 
 
-def stop_button(job: Job) -> None:
+def stop_button(job: PageRun) -> None:
     """A Stop button; clicking it reruns the page, which ends the running job."""
     st.button("Stop", key=f"stop:{job.key}", icon=":material/stop_circle:")
 
@@ -207,7 +211,7 @@ def run_live(lm, exp: Experiment, cfg, draw: Callable[[Any], None] | None = None
     progress bar and, when given, `draw(partial)` redrawn live; a Stop button. A Stop (or
     any click, or the browser going away) detaches this session: the job is cancelled when
     no other session waits for it. Returns the result, or None (after saying why)."""
-    job = Job(exp.name)
+    job = PageRun(exp.name)
     handle = runner().submit(lm.name, str(lm.device), cfg, session_id())
     job.start(cfg, lm.name, handle)
     stop_slot, note_slot, bar_slot, live_slot = st.empty(), st.empty(), st.empty(), st.empty()
@@ -235,7 +239,7 @@ def redraw_interval(followers: int) -> float:
     return max(REDRAW_S, followers / REDRAWS_PER_S)
 
 
-def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
+def _follow(handle, job: PageRun, note_slot, bar_slot, live_slot, draw) -> None:
     last_bar = last_chart = 0.0
     said = None
     while not handle.wait(POLL_S):
@@ -269,7 +273,7 @@ def _follow(handle, job: Job, note_slot, bar_slot, live_slot, draw) -> None:
 def job_result(lm, exp: Experiment) -> Any:
     """This page's latest result for the model in use: the finished one, or the runner's result
     of what a stopped run computed (asked for once, then kept)."""
-    job = Job(exp.name)
+    job = PageRun(exp.name)
     if job._state["status"] == "released":
         st.caption("This page's last result was let go to keep the server's memory bounded (newer "
                    "results on other pages came after it). Press Run again: finished runs stay in "

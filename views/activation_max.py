@@ -7,7 +7,7 @@ import streamlit as st
 from lab import actmax, registry
 from lab.sae.load import units
 from lab.charts import actmax as charts
-from ui.actmax_run import bar_tables, result_header, settings
+from ui.actmax_form import bar_tables, result_header, settings
 from ui.common import current_model
 from ui.estimate import show as show_estimate
 from ui.jobs import job_result, run_live

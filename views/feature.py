@@ -24,7 +24,7 @@ from lab.sae.load import describe
 from lab.selectivity import parse_words
 from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, job_result, run_live
+from ui.jobs import PageRun, job_result, run_live
 from ui.share import share_button
 
 EXP = registry.get("feature")
@@ -257,7 +257,7 @@ if result is None:
             "SAE's block), then the causal check (a few forwards over the text, the latent and "
             "each control). **Stop** keeps what was done.", icon=":material/play_circle:")
     st.stop()
-Job(EXP.name).caption()
+PageRun(EXP.name).caption()
 st.markdown(f"**Latent {result.latent}** of {result.sae_info}"
             + (f" — {result.picked}" if result.picked else "") + f"  \n`{result.sae_source}`")
 _provenance(result)

@@ -9,7 +9,7 @@ from lab.experiment import field_of
 from lab.hidden import HiddenConfig
 from lab.registry import get
 from ui import widgets
-from ui.jobs import Job, job_result, run_live
+from ui.jobs import PageRun, job_result, run_live
 from ui.common import current_model, first_line, seed
 
 PAGE_TOKENS = 1024  # the page's first token limit (the config's is the whole context): stays quick
@@ -63,7 +63,7 @@ except ValueError as e:
 
 # No Run button: every setting is a job for the shared runner (a statistics setting reuses the
 # forward inside lab.hidden; settings seen before come from the runner's cache at once).
-job = Job(EXP.name)
+job = PageRun(EXP.name)
 if job.config != cfg or job.model != lm.name or (job.result is None and not job.stopped):
     run_live(lm, EXP, cfg)
 result = job_result(lm, EXP)

@@ -22,7 +22,7 @@ from lab.laminar import LaminarConfig
 from lab.models import available_devices
 from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, compute, forget, job_result, past_runs, remember, run_live
+from ui.jobs import PageRun, compute, forget, job_result, past_runs, remember, run_live
 
 EXP = registry.get("laminar")
 MAX_MODELS = 8             # profiles overlaid at most (one per model; ui.jobs keeps them)
@@ -272,7 +272,7 @@ def _results() -> None:
     if rows.empty:
         return
     st.subheader("3. Profiles")
-    Job(EXP.name).caption()
+    PageRun(EXP.name).caption()
     x = X_LABELS[st.radio("x-axis", list(X_LABELS), key="lam_x", horizontal=True,
                           help="Relative depth = layer / (layers - 1): lines up models of "
                                "different depth.")]
@@ -288,7 +288,7 @@ def _results() -> None:
 
 def _clear() -> None:
     forget(EXP.name)
-    Job(EXP.name).finish(None)   # or the latest run would come back on the next rerun
+    PageRun(EXP.name).finish(None)   # or the latest run would come back on the next rerun
 
 
 def _downloads(rows: pd.DataFrame, runs: dict) -> None:

@@ -10,7 +10,7 @@ from lab.hidden import check_text, decode_upload, default_text
 from lab.lens import MAX_TOKENS, LensConfig
 from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, job_result, run_live
+from ui.jobs import PageRun, job_result, run_live
 
 WINDOW = 40  # positions shown at first: token labels stay readable
 
@@ -69,7 +69,7 @@ if result is None:
     st.stop()
 
 # ---------------------------------------------------------------- what was read
-Job(exp.name).caption()
+PageRun(exp.name).caption()
 s = result.settle()
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Tokens read", result.n_tokens, help=f"{result.n_text_tokens} in the text.")

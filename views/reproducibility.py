@@ -6,7 +6,7 @@ import streamlit as st
 from lab import registry
 from lab.actmax.repro import ReproConfig
 from lab.charts import actmax as charts
-from ui.actmax_run import result_header, settings
+from ui.actmax_form import result_header, settings
 from ui.common import current_model, seed
 from ui.estimate import show as show_estimate
 from ui.jobs import job_result, run_live

@@ -13,7 +13,7 @@ from lab.hooks import hook_names
 from lab.steer import DEFAULT_SAE, SteerConfig, default_hook
 from ui import widgets
 from ui.common import current_model, first_line, seed
-from ui.jobs import Job, job_result, run_live
+from ui.jobs import PageRun, job_result, run_live
 
 EXP = registry.get("steer")
 C = SteerConfig
@@ -124,7 +124,7 @@ if result is None:
     st.stop()
 
 # ---------------------------------------------------------------- what was written
-Job(EXP.name).caption()
+PageRun(EXP.name).caption()
 cfg = result.config
 v = result.verdict()
 m1, m2, m3, m4 = st.columns(4)

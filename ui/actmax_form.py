@@ -15,7 +15,7 @@ from lab.hooks import HookPoint
 from lab.sae.load import fitting, units
 from ui import widgets
 from ui.common import first_line, seed
-from ui.jobs import Job
+from ui.jobs import PageRun
 
 LR_OPTIONS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)   # the sliders' learning rates
 L2_OPTIONS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)           # and L2 penalty weights
@@ -208,7 +208,7 @@ def result_header(exp, res, curves) -> None:
     """Above either page's result: a stopped run's note, what ran, and `curves(history,
     index, steps, unit, method)` (the activation chart)."""
     rc = res.config
-    Job(exp.name).caption()
+    PageRun(exp.name).caption()
     st.subheader("Result")
     how = (f"lr {rc.lr:g} · λ {rc.l2:g}" if rc.method in ("continuous", "pez")
            else f"{rc.candidates} candidates of top-{rc.top_k} per step")
