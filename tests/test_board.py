@@ -400,3 +400,19 @@ def test_thirty_concurrent_sharers_none_lost_or_duplicated(db, records):
     assert len(rows) == n and {r["share_id"] for r in rows} == {f"student-{i}" for i in range(n)}
     (g,) = groups(rows)
     assert agreement(g).pairs == n * (n - 1) // 2
+
+
+def test_board_page_builds_no_export_on_redraw(db, records, monkeypatch):
+    """The exports are made on click: building them on each redraw of every viewer's page was
+    the 10-viewer lag (~0.7 s per redraw of a 30-share board)."""
+    from conftest import app_test
+    monkeypatch.setenv("LAB_BOARD", str(db))
+    monkeypatch.delenv("LAB_CLASS_CODE", raising=False)
+    made = []
+    real = Board.export
+    monkeypatch.setattr(Board, "export", lambda self, *a, **k: made.append(a) or real(self, *a, **k))
+    Board(db).share(records["actmax"][0], "a")
+    Board(db).share(records["actmax"][1], "b")
+    at = app_test("views/board.py")
+    assert not at.exception and "2 shares on the board" in [c.value for c in at.caption]
+    assert made == []
