@@ -100,3 +100,39 @@ def test_tiny_gpt2_numbers_unchanged(tiny, name):
 @pytest.mark.parametrize("name", [n for n, (m, _) in CASES.items() if m == "smol"])
 def test_smollm2_numbers_unchanged(smol, name):
     _run(name, smol)
+
+
+# ---- what tools/regen_golden.py records: the quantities _check_actmax/_check_repro compare
+GAP_KEYS = ("snapped_mean", "random_mean", "random_std", "random_max")
+
+
+def _floats(x) -> list[float]:
+    return np.asarray(x, dtype=float).tolist()
+
+
+def measure_actmax(res) -> dict:
+    per, h, gap = res.per_restart(), res.history, res.gap.summary()
+    return {**{k: _floats(per[k]) for k in ("initial", "final", "moved")},
+            "snapped": _floats(res.gap.snapped), "top1": res.gap.snapped_ids.tolist(),
+            "best_cosine": _floats(res.best_cosine), "target_step5": _floats(h[h.step == 5].target),
+            "loss_last": _floats(h[h.step == h.step.max()].loss),
+            "gap": {k: float(gap[k]) for k in GAP_KEYS}}
+
+
+def measure_repro(rep) -> dict:
+    return {**measure_actmax(rep.maximized), "unique": rep.optimized.n_unique,
+            "null_unique": rep.null.n_unique, "mean_jaccard": float(rep.optimized.mean_jaccard),
+            "null_mean_jaccard": float(rep.null.mean_jaccard),
+            "mean_cosine": float(rep.optimized.mean_cosine),
+            "null_mean_cosine": float(rep.null.mean_cosine), "same_as_start": rep.same_as_start,
+            "mean_step_cosine": float(rep.mean_step_cosine),
+            "freq_ids": rep.optimized.frequencies.token_id.tolist()[:5],
+            "freq_counts": rep.optimized.frequencies["count"].tolist()[:5]}
+
+
+def measure(name, lm) -> dict:
+    """The pinned numbers of case `name`, computed as _run does."""
+    cfg = ActMaxConfig(**CASES[name][1])
+    if "repro" in name:
+        return measure_repro(run_repro(lm, ReproConfig(actmax=cfg, seed=cfg.seed)))
+    return measure_actmax(maximize(lm, cfg))

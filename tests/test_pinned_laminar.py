@@ -79,3 +79,23 @@ def test_smollm2(smol):
     _flops(smol)
     rows = laminar.run(smol, laminar.preset("tiny", layers=(0, 15, 29), window_len=32)).rows
     _assert_rows(rows, SMOL_TINY, [0, 15, 29], 62)
+
+
+# ---- what tools/regen_golden.py records: the same runs as the tests above
+def measure_rows(rows) -> dict:
+    return {c: [float(v) for v in rows[c]] for c in COLS}
+
+
+def measure(lm) -> dict:
+    """This model's pinned numbers (tiny-gpt2: the three row tables; smollm2: SMOL_TINY), and FLOPS."""
+    flops = {name: [est.capture_gflop, est.layer_gflop] for name in FLOPS[lm.name]
+             for est in [laminar.estimate(lm, laminar.preset(name), (1.0, 1.0))]}
+    if lm.name != "tiny-gpt2":
+        rows = laminar.run(lm, laminar.preset("tiny", layers=(0, 15, 29), window_len=32)).rows
+        return {"SMOL_TINY": measure_rows(rows), "FLOPS": flops}
+    ids = corpus.tokenize(lm.tokenizer, corpus.bundled_article().text)
+    topk = laminar.preset("tiny", seed=3, layers=(0, 2), **{"sae.activation": "topk", "sae.k": 8})
+    quick = laminar.preset("quick", n_windows=3, window_len=24, seed=1, **{"sae.epochs": 3})
+    return {"TINY_RELU": measure_rows(laminar.run(lm, laminar.preset("tiny")).rows),
+            "TINY_TOPK": measure_rows(laminar.sweep(lm, ids, topk)),
+            "QUICK_SMALL": measure_rows(laminar.run(lm, quick).rows), "FLOPS": flops}

@@ -89,3 +89,22 @@ def test_tiny_gpt2_numbers_unchanged(tiny, name):
 @pytest.mark.slow
 def test_smollm2_numbers_unchanged(smol):
     _check(smol, "smol_topk")
+
+
+# ---- what tools/regen_golden.py records: the quantities _check compares
+def measure(lm, name) -> dict:
+    """Case `name`'s pinned numbers, computed as _check does."""
+    model, paths = CASES[name]
+    result = run(lm, build(SAETextConfig, paths))
+    top, hist, summary = result.selectivity.top(), result.history, result.summary()
+    return {"n_tokens": result.acts.n_tokens, "n_latents": result.sae.n_latents,
+            "acts_sum": float(result.acts.acts.double().sum()),
+            "w_enc_sum": float(result.sae.W_enc.detach().double().sum()),
+            "scale": float(result.sae.scale),
+            "history": {c: [float(v) for v in hist[c]] for c in GOLDEN[name]["history"]},
+            "counts": dict(result.counts), "mean_density": float(result.stats["density"].mean()),
+            "top_latents": top["latent"].tolist(), "top_scores": [float(v) for v in top["score"]],
+            **{f"top_{c}": [float(v) for v in top[c]] for c in ("p", "p_fwer", "n_chance")},
+            "null_max_median": float(summary["null_max_median"]),
+            "null_max_95": float(summary["null_max_95"]),
+            "n_target": result.selectivity.n_target, "n_control": result.selectivity.n_control}
