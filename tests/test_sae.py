@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lab import sae as lsae
+from lab.sae_text.capture import text_activations
 from lab import sae_text
 from lab import selectivity as lsel
 from lab.charts import sae as charts
@@ -249,22 +250,22 @@ def test_k_larger_than_default_latents_is_caught_when_width_is_known():
 
 def test_text_activations_on_tiny(tiny):
     text = read_text("palinka.txt")
-    ta = lsae.text_activations(tiny, text, 1)
-    kept = lsae.text_activations(tiny, text, 1, drop_first=False)
+    ta = text_activations(tiny, text, 1)
+    kept = text_activations(tiny, text, 1, drop_first=False)
     assert ta.hook == "blocks.1.hook_mlp_out" and ta.acts.shape == (ta.n_tokens, tiny.d_model)
     assert kept.n_tokens == ta.n_tokens + 1 and ta.positions[0] == 1
     assert torch.equal(kept.acts[1:], ta.acts)
     assert all(t == text[a:b] for t, (a, b) in zip(kept.tokens, kept.spans))
     unique = dict.fromkeys(kept.spans)   # byte pieces of one character share a span
     assert "".join(text[a:b] for a, b in unique) == text[:kept.spans[-1][1]]
-    post = lsae.text_activations(tiny, text, 0, site="mlp_post")
+    post = text_activations(tiny, text, 0, site="mlp_post")
     assert post.acts.shape[1] == tiny.d_mlp
     with pytest.raises(ValueError, match="empty"):
-        lsae.text_activations(tiny, "   ", 0)
+        text_activations(tiny, "   ", 0)
     with pytest.raises(ValueError, match="at least 8"):
-        lsae.text_activations(tiny, "Hi there.", 0)
+        text_activations(tiny, "Hi there.", 0)
     with pytest.raises(ValueError, match="out of range"):
-        lsae.text_activations(tiny, text, tiny.n_layers)
+        text_activations(tiny, text, tiny.n_layers)
 
 
 def test_data_warning_only_when_tokens_are_few():
@@ -366,7 +367,7 @@ def test_analyze_on_tiny_end_to_end(tiny):
     res = sae_text.run(tiny, build(sae_text.SAETextConfig, {
         "layer": 2, "sae.n_latents": 128, "sae.k": 8, "sae.epochs": 3, "sae.lr": 1e-3,
         "selectivity.n_shuffles": 1000}))
-    ta = lsae.text_activations(tiny, read_text("palinka.txt"), 2)
+    ta = text_activations(tiny, read_text("palinka.txt"), 2)
     s = res.summary()
     assert s["n_tokens"] == ta.n_tokens and s["n_latents"] == 128
     assert s["dead_latents"] + s["always-on_latents"] + s["selective_latents"] == 128

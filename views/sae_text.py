@@ -17,7 +17,7 @@ from lab.experiment import field_of
 from lab.feature.store import keep_sae
 from lab.hooks import hook_name, width
 from lab.sae import SAEConfig
-from lab.sae.text import EMPTY_TEXT
+from lab.sae_text.capture import EMPTY_TEXT
 from lab.sae_text import SAETextConfig, SAETextResult
 from lab.hidden import decode_upload
 from lab.selectivity import SelectivityConfig, parse_words

@@ -92,7 +92,8 @@ def corpus_sae(lm, seed: int, on_progress=None) -> str:
     from lab import sae_text
     from lab.corpus.sources import resolve, training_record
     from lab.experiment import config_record, report, versions
-    from lab.sae import SAETrainer, text_activations
+    from lab.sae import SAETrainer
+    from lab.sae_text.capture import text_activations
     layer = sae_text.default_layer(lm.n_layers)
     parts = [resolve(f"{name}:train") for name in _bundled()]
     folder = saes_dir() / f"corpus-{_slug(lm.name)}-seed{seed}-{_key(lm.name, seed, layer, [p.sha256 for p in parts])}"

@@ -23,10 +23,10 @@ import torch
 from lab.corpus.sources import text_hash
 from lab.experiment import config_record, param, record, report, share_seed, validate, versions
 from lab.paths import read_text
-from lab.sae import (SAEConfig, SAETrainer, SparseAutoencoder, TextActivations, class_counts,
-                     data_warning, encode_rows, history_frame, latent_stats, text_activations,
+from lab.sae import (SAEConfig, SAETrainer, SparseAutoencoder, class_counts,
+                     data_warning, encode_rows, history_frame, latent_stats,
                      to_zip_bytes)
-from lab.sae.text import check_layer
+from lab.sae_text.capture import MIN_TOKENS, TextActivations, check_layer, text_activations
 from lab.selectivity import (Selectivity, SelectivityConfig, label_tokens, selectivity_from_masks,
                              token_latent_frame)
 
