@@ -85,7 +85,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab import hooks  # noqa: E402
 from lab.actmax import ActMaxConfig, optimize, run  # noqa: E402
-from lab.hooks import hook_kind, hook_layer  # noqa: E402
+from lab.actmax.config import hook_kind, hook_layer  # noqa: E402
 from lab.arch import GPT2  # noqa: E402
 from lab.models import LabModel  # noqa: E402
 
@@ -305,8 +305,6 @@ def defaults_case(args) -> None:
     for method in args.methods.split(","):
         d = method_defaults(method)
         new_default = ActMaxConfig(method=method, corpus_top=0)
-        if args.token_steps and method in ("discrete", "epo"):    # a shorter run, same step
-            new_default = replace(new_default, steps=args.token_steps)
         explicit = dict(method=method, corpus_top=0, steps=new_default.steps,
                         candidates=d["candidates"], top_k=d["top_k"], epo_lams=d["epo_lams"])
         arms = {"same": (replace(new_default, bf16_rank=0), old.ActMaxConfig(**explicit, bf16_rank=0))}
@@ -335,34 +333,30 @@ def defaults_case(args) -> None:
                   flush=True)
     pages = []
     for name, fn, cfg in (("hidden", hidden_run, HiddenConfig()), ("lens", lens_run, LensConfig())):
-        if args.no_pages:
-            break
         with Clock() as c:
             fn(lm, cfg)
         pages.append((name, c.wall))
         print(f"{name} page default: {c.wall:.2f} s", flush=True)
     cfg = ActMaxConfig(corpus_top=5, steps=1)
-    bar_line = "- corpus bar: not run (--no-pages)"
-    if not args.no_pages:
-        from lab.actmax.bar import corpus_bar
-        from lab.actmax.target import target_of
-        with Clock() as c:
-            bar = corpus_bar(lm, cfg, target_of(lm, cfg))
-        bar_line = f"- corpus bar ({cfg.hook}, {cfg.target}): {c.wall:.1f} s, best window {bar.top:.3f}"
-        print(bar_line[2:])
+    from lab.actmax.bar import corpus_bar
+    from lab.actmax.target import target_of
+    with Clock() as c:
+        bar = corpus_bar(lm, cfg, target_of(lm, cfg))
+    print(f"corpus bar ({cfg.hook}, {cfg.target}): {c.wall:.1f} s, best window {bar.top:.3f}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     out = Path(__file__).resolve().parent / "results" / f"actmax_defaults_{now[:10]}.md"
     out.parent.mkdir(exist_ok=True)
-    lines = [f"# actmax defaults vs {BEFORE} ({args.model}){', token-method steps ' + str(args.token_steps) if args.token_steps else ''}", "",
+    lines = [f"# actmax defaults vs {BEFORE} ({args.model})", "",
              f"machine: {_machine()}; date: {now}; commit: {commit}; reps {args.reps} (medians); "
              f"load average at the end {open('/proc/loadavg').read().split()[0]}", "",
              "| method | arm | steps | bf16_rank | new s | before s | ratio | same prompts | best |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {m} | {a} | {s} | {r} | {n:.1f} | {o:.1f} | {x:.2f}x | {same} | {b:.3f} |"
               for m, a, s, r, n, o, x, same, b in rows]
-    lines += ["", *[f"- {n} page default: {t:.2f} s" for n, t in pages], bar_line]
+    lines += ["", *[f"- {n} page default: {t:.2f} s" for n, t in pages],
+              f"- corpus bar ({cfg.hook}, {cfg.target}): {c.wall:.1f} s, best window {bar.top:.3f}"]
     with open(out, "a") as f:
         f.write("\n".join(lines) + "\n\n")
     print(f"written to {out}")
@@ -383,10 +377,6 @@ def main() -> int:
     ap.add_argument("--baseline-steps", type=int, default=None,
                     help="time the seed-style loop on this many steps per restart and extrapolate")
     ap.add_argument("--breakdown-steps", type=int, default=20, help="0 to skip the breakdown")
-    ap.add_argument("--token-steps", type=int, default=0,
-                    help="the defaults case: discrete and epo run this many steps (0: their default)")
-    ap.add_argument("--no-pages", action="store_true",
-                    help="the defaults case: skip the hidden, lens and corpus-bar timings")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:

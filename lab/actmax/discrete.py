@@ -79,10 +79,8 @@ def score(lm: LabModel, target: Target, ids: torch.Tensor, cands: torch.Tensor, 
         return evaluate_swaps(lm, target, ids, cands, fluent)
     B, n, T = cands.shape
     flat = cands.reshape(B * n, T)
-    # the ranking shares the prompts' prefixes too (a candidate runs from its swap on): only
-    # its order matters, and the kept rows are scored again below by a plain float32 forward
     with torch.autocast(lm.device.type, dtype=torch.bfloat16):
-        rough = evaluate_swaps(lm, target, ids, cands, fluent)
+        rough = evaluate(lm, target, flat, fluent)
     J = objective(rough, lam.repeat_interleave(n)).view(B, n)
     best = (J.topk(min(keep, n), dim=1).indices + n * torch.arange(B)[:, None]).reshape(-1)
     exact = evaluate(lm, target, flat[best], fluent)
