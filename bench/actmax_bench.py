@@ -42,32 +42,8 @@ same with the fluency term (the full body and the LM head), a naive
 loop (HF's full model with output_hidden_states per candidate), and seconds per step of
 `lab.actmax.run` with method discrete, without and with a fluency weight.
 
-Measured (2026-12-03, 2-core machine with a neighbour's load 1-3, `--reps 3`):
-  2 threads: loop 3.18 s; batched 0.342 s (9.3x); shared prefixes 0.381 s (8.4x). With the
-    cross-entropy: loop 14.2 s; batched 1.50 s (9.5x); shared 1.53 s (9.3x). Naive loop 14.7 s
-    (42.5x). run: 0.35 s per step at lam 0, 1.8 s at lam 0.5.
-  1 thread (the class server's jobs): loop 3.45 s; batched 0.541 s (6.4x); shared 0.429 s
-    (8.0x). With the cross-entropy: 15.7 s; 2.71 s (5.8x); 2.09 s (7.5x). Naive 17.4 s (41.4x).
-  The batched forward is near this shape's matmul floor (640 tokens x 8 blocks x ~7 MFLOP),
-  so the ratio is bounded by how efficient the 5-token loop already is: >= 10x is not reached.
-  Shared prefixes save ~40% of the tokens but split a step into five smaller forwards: a gain
-  at one thread, none at two.
-
-Measured again (2026-12-03 18:55, idle 2-core Xeon with AMX tiles, `--reps 3`), with the
-bf16_rank 8 arm (the candidates in one bfloat16 forward, each row's best 8 again in float32):
-  2 threads: loop 1.571 s; batched 0.157 s (10.0x); shared 0.183 s (8.6x); bf16_rank 8
-    0.113 s (14.0x). With the cross-entropy: loop 7.008 s; batched 0.750 s (9.3x); shared
-    0.762 s (9.2x); bf16_rank 8 0.491 s (14.3x). run: 0.204 s per step at lam 0 (bf16_rank 8:
-    0.148 s), 1.137 s at lam 0.5 (0.654 s); both reach the same prompt in 10 steps.
-  1 thread: loop 2.648 s; batched 0.336 s (7.9x); shared 0.298 s (8.9x); bf16_rank 8 0.182 s
-    (14.6x). With the cross-entropy: 12.17 s; 1.603 s (7.6x); 1.444 s (8.4x); 0.869 s (14.0x).
-    run: 0.369 -> 0.234 s per step at lam 0, 1.784 -> 1.124 s at lam 0.5.
-  In every arm the ranked step picked the candidate the float32 scores pick. Without AMX (or a
-  GPU) a bfloat16 forward is slower than float32: bf16_rank stays 0 by default.
-
-Measured here (2026-11-23, idle 2-core machine, 2 threads, both sides in full): lab 92.1 s wall,
-seed-style 756.6 s: 8.2x wall, 7.8x CPU time; per restart-step 134.6 ms (seed-style) vs 68.9 ms
-(stopped forward, 1 restart: 2.0x) vs 14.0 ms (batch of 10: 9.6x); lab is 2.1x the FLOP floor.
+Results: bench/results/ (the dated runs of 2026-11-23 and 2026-12-03 are in
+bench/results/actmax_bench_history.md).
 """
 from __future__ import annotations
 
@@ -85,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab import hooks  # noqa: E402
 from lab.actmax import ActMaxConfig, optimize, run  # noqa: E402
-from lab.actmax.config import hook_kind, hook_layer  # noqa: E402
+from lab.hooks import hook_kind, hook_layer  # noqa: E402
 from lab.arch import GPT2  # noqa: E402
 from lab.models import LabModel  # noqa: E402
 

@@ -258,7 +258,7 @@ def run_cell(train, held, cfg: SAEConfig, names: list[str], epochs: int) -> dict
     batches = math.ceil(len(train) / cfg.batch_size)
     floor = batches * matmul_seconds(cfg.batch_size, train.shape[1], cfg.n_latents)
     # the first epoch pays page faults and allocator warm-up, unevenly (sparsify's autograd
-    # buffers: 3.3 s against 2.1 s later, 2026-12-04): with 3 or more epochs it is left out
+    # buffers: 3.3 s against 2.1 s later): with 3 or more epochs it is left out
     return {"s_per_epoch": {n: statistics.median(t[1:] if len(t) > 2 else t)
                             for n, t in times.items()},
             "epochs_s": times, "floor_s": floor,

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from report import commit, cpu_model
 from lab.models import load_model
 from lab.steer import SteerConfig, build_vector, generate, prompt_ids
 
@@ -64,24 +63,6 @@ def hf_arm(lm, ids, n, layer, delta) -> tuple[float, list[int]]:
     return seconds, out[0, len(ids):].tolist()
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -117,8 +98,8 @@ def main() -> int:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [f"# steer_bench: {args.model}, {args.tokens} new tokens, greedy, hook {vec.hook}, "
              f"alpha {args.alpha:g}",
-             "", f"- machine: {_cpu()}, {os.cpu_count()} cores, torch threads {args.threads}",
-             f"- date: {stamp}", f"- commit: {_commit()}", f"- torch {torch.__version__}",
+             "", f"- machine: {cpu_model()}, {os.cpu_count()} cores, torch threads {args.threads}",
+             f"- date: {stamp}", f"- commit: {commit()}", f"- torch {torch.__version__}",
              f"- same tokens in both arms: {same}", "",
              "| round | lab tokens/s | model.generate tokens/s | ratio |", "|---|---|---|---|"]
     lines += [f"| {r} | {a:.1f} | {b:.1f} | {a / b:.2f} |" for r, a, b in rows]
