@@ -175,3 +175,21 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=[i for i in items if id(i) in drop])
         items[:] = [i for i in items if id(i) not in drop]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """A random Llama with untied unembedding and grouped-query attention (4 heads, 2 kv)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from lab.arch import arch_for
+    from lab.models import LabModel, tiny_tokenizer
+    import torch
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
+    return LabModel(name="tiny-llama", model=model, tokenizer=tok, arch=arch_for(model),
+                    device=torch.device("cpu"), load_seconds=0.0, source="random (test)")

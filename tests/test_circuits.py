@@ -4,26 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab.arch import arch_for
 from lab.circuits.core import (CircuitsError, attribution, dla, head_masks, induction, make_pair,
                                patched_metrics, per_patch_resid, cache_run, recovery, sweep)
-from lab.models import LabModel, tiny_tokenizer
 
 CLEAN, CORRUPTED = " the store and the house and the", " a store and a house and a"
 
 
-@pytest.fixture(scope="module")
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = tiny_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, tie_word_embeddings=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
-    return LabModel(name="tiny-llama", model=model, tokenizer=tok, arch=arch_for(model),
-                    device=torch.device("cpu"), load_seconds=0.0, source="random (test)")
 
 
 @pytest.fixture(params=["tiny", "tiny_llama"])

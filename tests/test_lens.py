@@ -14,28 +14,13 @@ import torch
 
 from conftest import app_test
 from lab import hooks
-from lab.arch import arch_for
 from lab.experiment import Cancelled, field_of
 from lab.lens import LensConfig, capture_lens, lens_chunks, run
-from lab.models import LabModel, tiny_tokenizer
 
 TEXT = "The capital of France is Paris, and the capital of Hungary is Budapest."
 MODELS = ["tiny", pytest.param("smol", marks=pytest.mark.slow), "tiny_llama"]
 
 
-@pytest.fixture(scope="session")
-def tiny_llama():
-    """A random Llama with untied unembedding and grouped-query attention (4 heads, 2 kv)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    tok = tiny_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, tie_word_embeddings=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
-    return LabModel(name="tiny-llama", model=model, tokenizer=tok, arch=arch_for(model),
-                    device=torch.device("cpu"), load_seconds=0.0, source="random (test)")
 
 
 def _eager_copy(lm):
