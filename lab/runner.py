@@ -290,7 +290,7 @@ class Runner:
         with self._lock:
             job.result = result
             self._durations[(job.exp.name, job.model)] = time.perf_counter() - job.started
-            if len(job.key) == 4:       # (a run that wrote a folder is not served again)
+            if not getattr(job.cfg, "writes_files", False):   # its folder is the point: runs again
                 self.cache.put(job.key, result)
             self._end_locked(job, "done")
 
